@@ -1,0 +1,90 @@
+//! Extracts the Envoy API descriptor set shipped inside the `envoy-types` crate, so the proxy can
+//! read YAML/JSON bootstraps with the proto3 JSON mapping (including `Any` with `@type`).
+//!
+//! The descriptor set is the one `envoy-types` generated its Rust types from, so the dynamic
+//! (JSON) view and the typed (prost) view of a message can never disagree. Source comments are
+//! stripped: they are most of the bytes and the proxy never reads them.
+
+use std::{env, fs, path::PathBuf, process::Command};
+
+use prost::Message;
+
+fn main() {
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let types_bin = envoy_types_dir().join("src/generated/types.bin");
+    println!("cargo:rerun-if-changed={}", types_bin.display());
+    println!("cargo:rerun-if-changed=build.rs");
+
+    let raw =
+        fs::read(&types_bin).unwrap_or_else(|e| panic!("reading {}: {e}", types_bin.display()));
+    let mut set = prost_types::FileDescriptorSet::decode(raw.as_slice())
+        .unwrap_or_else(|e| panic!("decoding {}: {e}", types_bin.display()));
+    for file in &mut set.file {
+        file.source_code_info = None;
+    }
+    fs::write(out.join("envoy_descriptor_set.bin"), set.encode_to_vec())
+        .expect("writing the descriptor set to OUT_DIR");
+}
+
+/// Where cargo unpacked the `envoy-types` package. In order:
+/// 1. `SKIFF_ENVOY_TYPES_DIR`, for unusual setups (vendored or git sources);
+/// 2. the registry cache, `$CARGO_HOME/registry/src/*/envoy-types-<version from Cargo.lock>`;
+/// 3. `cargo metadata`, which knows every source kind but may need to resolve the whole workspace.
+fn envoy_types_dir() -> PathBuf {
+    println!("cargo:rerun-if-env-changed=SKIFF_ENVOY_TYPES_DIR");
+    if let Some(dir) = env::var_os("SKIFF_ENVOY_TYPES_DIR") {
+        return PathBuf::from(dir);
+    }
+    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
+    if let Some(dir) = from_registry(&manifest_dir) {
+        return dir;
+    }
+    from_cargo_metadata(&manifest_dir)
+}
+
+fn from_registry(manifest_dir: &std::path::Path) -> Option<PathBuf> {
+    let lock = manifest_dir.parent()?.join("Cargo.lock");
+    let text = fs::read_to_string(lock).ok()?;
+    let version = text
+        .split("[[package]]")
+        .find(|p| p.contains("name = \"envoy-types\""))?
+        .lines()
+        .find_map(|l| l.strip_prefix("version = \""))?
+        .trim_end_matches('"')
+        .to_string();
+    let cargo_home = env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))?;
+    fs::read_dir(cargo_home.join("registry/src"))
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|index| index.path().join(format!("envoy-types-{version}")))
+        .find(|dir| dir.join("src/generated/types.bin").is_file())
+}
+
+fn from_cargo_metadata(manifest_dir: &std::path::Path) -> PathBuf {
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = Command::new(cargo)
+        .args(["metadata", "--format-version", "1"])
+        .current_dir(manifest_dir)
+        .output()
+        .expect("running `cargo metadata` to locate envoy-types");
+    assert!(
+        output.status.success(),
+        "cannot locate the envoy-types sources (set SKIFF_ENVOY_TYPES_DIR): `cargo metadata` failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let meta: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("parsing `cargo metadata` output");
+    let manifest = meta["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["name"] == "envoy-types")
+        .and_then(|p| p["manifest_path"].as_str())
+        .expect("envoy-types is a dependency of the proxy");
+    PathBuf::from(manifest)
+        .parent()
+        .expect("a manifest path has a parent")
+        .to_path_buf()
+}

@@ -1,0 +1,244 @@
+//! The admin server (Envoy's admin API, localhost port 15000 in a pod): readiness, the config
+//! dump, the bound listeners, and shutdown.
+
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::SystemTime,
+};
+
+use bytes::Bytes;
+use envoy_types::pb::{
+    envoy::{
+        admin::v3::{
+            BootstrapConfigDump, ClustersConfigDump, ConfigDump, ListenerStatus, Listeners,
+            ListenersConfigDump, clusters_config_dump::StaticCluster,
+            listeners_config_dump::StaticListener,
+        },
+        config::{
+            bootstrap::v3::Bootstrap as XdsBootstrap,
+            core::v3::{Address, SocketAddress, address, socket_address::PortSpecifier},
+        },
+    },
+    google::protobuf::{Any, Timestamp},
+};
+use http_body_util::Full;
+use hyper::{Method, Request, Response, StatusCode, body::Incoming, service::service_fn};
+use hyper_util::rt::TokioIo;
+use prost::{Message, Name};
+use tokio::{net::TcpListener, sync::Notify};
+
+use crate::config::Schema;
+
+/// What the admin server reports on and acts on.
+#[derive(Debug)]
+pub struct AdminState {
+    /// The bootstrap as loaded, protobuf-encoded.
+    pub bootstrap: Arc<[u8]>,
+    /// When it was loaded.
+    pub loaded_at: SystemTime,
+    /// Bound listeners: name and actual address.
+    pub listeners: std::sync::Mutex<Vec<(Arc<str>, SocketAddr)>>,
+    /// Set once every listener accepts.
+    pub live: AtomicBool,
+    /// Notified by `POST /quitquitquit`.
+    pub quit: Notify,
+}
+
+type Body = Full<Bytes>;
+
+// === impl AdminState ===
+
+impl AdminState {
+    /// State for a freshly loaded bootstrap.
+    pub fn new(bootstrap: Arc<[u8]>) -> Self {
+        Self {
+            bootstrap,
+            loaded_at: SystemTime::now(),
+            listeners: Default::default(),
+            live: AtomicBool::new(false),
+            quit: Notify::new(),
+        }
+    }
+}
+
+/// Serves the admin API on `socket` until the runtime stops.
+pub async fn serve(socket: TcpListener, state: Arc<AdminState>) {
+    loop {
+        let (stream, peer) = match socket.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin: accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(handle(&state, req)) }
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await
+            {
+                tracing::debug!(%peer, error = %e, "admin: connection error");
+            }
+        });
+    }
+}
+
+const COMMANDS: &str = "admin commands are:\n  \
+    /: this list\n  \
+    /config_dump: dump current Envoy configs\n  \
+    /listeners: print listener info (?format=json for JSON)\n  \
+    /quitquitquit (POST): exit the server\n  \
+    /ready: print server state, return 200 if LIVE, otherwise return 503\n";
+
+fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path();
+    let query = req.uri().query().unwrap_or("");
+    let post_only = matches!(path, "/quitquitquit");
+    if post_only && req.method() != Method::POST {
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "This endpoint requires POST\n".into(),
+        );
+    }
+    match path {
+        "/" => text(StatusCode::OK, COMMANDS.into()),
+        "/ready" => {
+            if state.live.load(Ordering::Acquire) {
+                text(StatusCode::OK, "LIVE\n".into())
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "PRE_INITIALIZING\n".into())
+            }
+        }
+        "/config_dump" => match config_dump(state) {
+            Ok(json) => json_response(json),
+            Err(e) => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("config dump failed: {e}\n"),
+            ),
+        },
+        "/listeners" => listeners(state, query.split('&').any(|p| p == "format=json")),
+        "/quitquitquit" => {
+            state.quit.notify_one();
+            text(StatusCode::OK, "OK\n".into())
+        }
+        _ => text(StatusCode::NOT_FOUND, format!("invalid path. {COMMANDS}")),
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=UTF-8"),
+    );
+    r
+}
+
+fn json_response(body: String) -> Response<Body> {
+    let mut r = text(StatusCode::OK, body);
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn any<T: Message + Name>(m: &T) -> Any {
+    Any {
+        type_url: T::type_url(),
+        value: m.encode_to_vec(),
+    }
+}
+
+fn timestamp(t: SystemTime) -> Timestamp {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    Timestamp {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+    }
+}
+
+/// Envoy's `/config_dump` for a static bootstrap: the bootstrap, then its clusters and listeners
+/// as static resources.
+fn config_dump(state: &AdminState) -> Result<String, String> {
+    let bootstrap = XdsBootstrap::decode(&*state.bootstrap).map_err(|e| e.to_string())?;
+    let at = Some(timestamp(state.loaded_at));
+    let resources = bootstrap.static_resources.clone().unwrap_or_default();
+    let dump = ConfigDump {
+        configs: vec![
+            any(&BootstrapConfigDump {
+                bootstrap: Some(bootstrap),
+                last_updated: at,
+            }),
+            any(&ClustersConfigDump {
+                static_clusters: resources
+                    .clusters
+                    .iter()
+                    .map(|c| StaticCluster {
+                        cluster: Some(any(c)),
+                        last_updated: at,
+                    })
+                    .collect(),
+                ..Default::default()
+            }),
+            any(&ListenersConfigDump {
+                static_listeners: resources
+                    .listeners
+                    .iter()
+                    .map(|l| StaticListener {
+                        listener: Some(any(l)),
+                        last_updated: at,
+                    })
+                    .collect(),
+                ..Default::default()
+            }),
+        ],
+    };
+    Schema::load().to_json(&ConfigDump::full_name(), &dump.encode_to_vec())
+}
+
+fn listeners(state: &AdminState, json: bool) -> Response<Body> {
+    let bound = state
+        .listeners
+        .lock()
+        .map(|l| l.clone())
+        .unwrap_or_default();
+    if !json {
+        let body: String = bound
+            .iter()
+            .map(|(name, addr)| format!("{name}::{addr}\n"))
+            .collect();
+        return text(StatusCode::OK, body);
+    }
+    let msg = Listeners {
+        listener_statuses: bound
+            .iter()
+            .map(|(name, addr)| ListenerStatus {
+                name: name.to_string(),
+                local_address: Some(Address {
+                    address: Some(address::Address::SocketAddress(SocketAddress {
+                        address: addr.ip().to_string(),
+                        port_specifier: Some(PortSpecifier::PortValue(u32::from(addr.port()))),
+                        ..Default::default()
+                    })),
+                }),
+                additional_local_addresses: Vec::new(),
+            })
+            .collect(),
+    };
+    match Schema::load().to_json(&Listeners::full_name(), &msg.encode_to_vec()) {
+        Ok(j) => json_response(j),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    }
+}

@@ -1,0 +1,136 @@
+//! Wires a validated configuration into a running proxy: clusters, listeners, the admin server,
+//! signals, and graceful shutdown.
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use tokio::{net::TcpListener, sync::watch};
+
+use crate::{
+    admin::{self, AdminState},
+    config::Bootstrap,
+    listener::{ActiveConns, BindError},
+    snapshot::Snapshot,
+};
+
+/// Settings that come from flags rather than the bootstrap.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Worker threads (`--concurrency`); listeners with `SO_REUSEPORT` get a socket each.
+    pub workers: usize,
+    /// How long open connections may take to finish after SIGTERM (`--drain-time-s`).
+    pub drain_time: Duration,
+    /// Where to write the admin server's address once bound (`--admin-address-path`).
+    pub admin_address_path: Option<PathBuf>,
+}
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not be bound.
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    /// The admin server could not be bound.
+    #[error("cannot bind the admin server to {address}: {source}")]
+    Admin {
+        /// The admin address.
+        address: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The admin address could not be written out.
+    #[error("cannot write the admin address to '{path}': {source}")]
+    AdminAddressPath {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Runs the proxy until SIGTERM, SIGINT or `POST /quitquitquit`, then drains and returns.
+pub async fn run(bootstrap: Bootstrap, settings: Settings) -> Result<(), StartError> {
+    let snapshot = Arc::new(Snapshot::new(&bootstrap));
+    // Envoy warms clusters before listeners take traffic: resolve STRICT_DNS names first.
+    snapshot.clusters.resolve_all().await;
+
+    let state = Arc::new(AdminState::new(bootstrap.raw.clone()));
+    if let Some(admin) = &bootstrap.admin {
+        let socket =
+            TcpListener::bind(admin.address)
+                .await
+                .map_err(|source| StartError::Admin {
+                    address: admin.address,
+                    source,
+                })?;
+        let bound = socket.local_addr().map_err(|source| StartError::Admin {
+            address: admin.address,
+            source,
+        })?;
+        if let Some(path) = &settings.admin_address_path {
+            std::fs::write(path, bound.to_string()).map_err(|source| {
+                StartError::AdminAddressPath {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+        }
+        tracing::info!(address = %bound, "admin server listening");
+        tokio::spawn(admin::serve(socket, state.clone()));
+    }
+
+    let mut bound = Vec::new();
+    for l in snapshot.listeners.iter().filter(|l| l.config.bind_to_port) {
+        bound.push(l.bind(settings.workers)?);
+    }
+    let active = Arc::new(ActiveConns::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    {
+        let mut names = state
+            .listeners
+            .lock()
+            .expect("admin listener list is never poisoned");
+        for b in &bound {
+            tracing::info!(listener = %b.listener.config.name, address = %b.local_addr, "listener accepting");
+            names.push((b.listener.config.name.clone(), b.local_addr));
+        }
+    }
+    for b in bound {
+        b.start(snapshot.clone(), active.clone(), stop_rx.clone());
+    }
+    state.live.store(true, std::sync::atomic::Ordering::Release);
+    tracing::info!(
+        listeners = snapshot.listeners.len(),
+        clusters = snapshot.clusters.iter().count(),
+        "all listeners started"
+    );
+
+    let reason = wait_for_stop(&state).await;
+    tracing::info!(reason, "shutting down: no new connections are accepted");
+    let _ = stop_tx.send(true);
+    if reason == "quitquitquit" {
+        return Ok(());
+    }
+    let open = active.count();
+    if open > 0 {
+        tracing::info!(open, drain_time = ?settings.drain_time, "waiting for open connections");
+        if tokio::time::timeout(settings.drain_time, active.wait_idle())
+            .await
+            .is_err()
+        {
+            tracing::info!(open = active.count(), "drain time over; closing the rest");
+        }
+    }
+    Ok(())
+}
+
+/// Waits for the first of SIGTERM, SIGINT and `/quitquitquit`.
+async fn wait_for_stop(state: &AdminState) -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+        _ = state.quit.notified() => "quitquitquit",
+    }
+}

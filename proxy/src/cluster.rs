@@ -1,0 +1,273 @@
+//! Clusters at run time: the current hosts of each cluster and how one is picked.
+//!
+//! Hot path: `Cluster::pick` runs once per upstream connection. It reads an immutable host set
+//! through `ArcSwap` (no locks), and allocates nothing except for ORIGINAL_DST hosts.
+
+mod dns;
+mod lb;
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
+};
+
+use arc_swap::ArcSwap;
+
+use crate::{
+    addr::OrigDst,
+    config::{self, Discovery, Health, HostPort},
+};
+
+pub use self::lb::Balancer;
+pub(crate) use self::lb::random_u64;
+
+/// A cluster: its configuration and its current hosts.
+#[derive(Debug)]
+pub struct Cluster {
+    /// The configuration it was built from.
+    pub config: Arc<config::Cluster>,
+    hosts: ArcSwap<HostSet>,
+    balancer: Balancer,
+}
+
+/// An upstream host.
+#[derive(Debug)]
+pub struct Host {
+    /// Where to connect.
+    pub addr: SocketAddr,
+    /// Its load-balancing weight.
+    pub weight: u32,
+    /// Connections to it that are open now (least-request load balancing reads this).
+    active: AtomicU32,
+}
+
+/// The hosts of a cluster, grouped by priority (lowest first), split by health.
+#[derive(Debug, Default)]
+pub struct HostSet {
+    levels: Vec<Level>,
+}
+
+/// One priority level.
+#[derive(Debug, Default)]
+struct Level {
+    usable: lb::Weighted,
+    degraded: lb::Weighted,
+}
+
+/// Holds a host's active-connection count up while the connection lives.
+#[derive(Debug)]
+pub struct HostGuard {
+    host: Arc<Host>,
+}
+
+/// Why no host could be picked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NoHost {
+    /// Every host is excluded, or the cluster has none (Envoy's `UH`).
+    #[error("no healthy upstream host")]
+    NoHealthyHost,
+    /// An ORIGINAL_DST cluster served a connection whose destination was not restored.
+    #[error("the connection has no original destination")]
+    NoOriginalDst,
+}
+
+/// Every cluster of a configuration, by name.
+#[derive(Debug, Default)]
+pub struct Clusters {
+    by_name: HashMap<Arc<str>, Arc<Cluster>>,
+}
+
+// === impl Cluster ===
+
+impl Cluster {
+    /// Builds a cluster. Static endpoints become hosts at once; STRICT_DNS hosts arrive with the
+    /// first resolution (see [`Clusters::resolve_all`]).
+    pub fn new(config: Arc<config::Cluster>) -> Self {
+        let hosts = match config.discovery {
+            Discovery::Static => {
+                HostSet::from_endpoints(config.endpoints().filter_map(|(l, e)| match e.address {
+                    HostPort::Ip(addr) => Some((l.priority, addr, e.weight, e.health)),
+                    HostPort::Dns(..) => None,
+                }))
+            }
+            Discovery::StrictDns { .. } | Discovery::OriginalDst => HostSet::default(),
+        };
+        let balancer = Balancer::new(config.lb_policy);
+        Self {
+            config,
+            hosts: ArcSwap::from_pointee(hosts),
+            balancer,
+        }
+    }
+
+    /// The cluster's name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Picks the host for a new connection. `orig_dst` is the connection's restored original
+    /// destination, which ORIGINAL_DST clusters connect to.
+    pub fn pick(&self, orig_dst: Option<OrigDst>) -> Result<HostGuard, NoHost> {
+        if self.config.discovery == Discovery::OriginalDst {
+            let dst = orig_dst.ok_or(NoHost::NoOriginalDst)?;
+            return Ok(HostGuard::new(Arc::new(Host::new(dst.0, 1))));
+        }
+        let hosts = self.hosts.load();
+        let level = hosts
+            .levels
+            .iter()
+            .map(|l| &l.usable)
+            .find(|w| !w.is_empty())
+            .or_else(|| {
+                hosts
+                    .levels
+                    .iter()
+                    .map(|l| &l.degraded)
+                    .find(|w| !w.is_empty())
+            })
+            .ok_or(NoHost::NoHealthyHost)?;
+        Ok(HostGuard::new(self.balancer.pick(level).clone()))
+    }
+
+    /// Replaces the hosts (DNS results, later EDS).
+    pub fn set_hosts(&self, hosts: HostSet) {
+        self.hosts.store(Arc::new(hosts));
+    }
+
+    /// The addresses of the current hosts, lowest priority first (for the admin API and tests).
+    pub fn host_addrs(&self) -> Vec<SocketAddr> {
+        let hosts = self.hosts.load();
+        hosts
+            .levels
+            .iter()
+            .flat_map(|l| l.usable.hosts().iter().chain(l.degraded.hosts()))
+            .map(|h| h.addr)
+            .collect()
+    }
+}
+
+// === impl Host ===
+
+impl Host {
+    /// A host with no open connection.
+    pub fn new(addr: SocketAddr, weight: u32) -> Self {
+        Self {
+            addr,
+            weight,
+            active: AtomicU32::new(0),
+        }
+    }
+
+    /// Connections to this host open now.
+    pub fn active(&self) -> u32 {
+        self.active.load(Ordering::Relaxed)
+    }
+}
+
+// === impl HostGuard ===
+
+impl HostGuard {
+    fn new(host: Arc<Host>) -> Self {
+        host.active.fetch_add(1, Ordering::Relaxed);
+        Self { host }
+    }
+
+    /// The host.
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+}
+
+impl Drop for HostGuard {
+    fn drop(&mut self) {
+        self.host.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+// === impl HostSet ===
+
+impl HostSet {
+    /// Groups `(priority, address, weight, health)` entries into levels; excluded hosts are
+    /// dropped here so picking never looks at them.
+    pub fn from_endpoints(entries: impl Iterator<Item = (u32, SocketAddr, u32, Health)>) -> Self {
+        let mut by_priority: std::collections::BTreeMap<u32, (Vec<Arc<Host>>, Vec<Arc<Host>>)> =
+            Default::default();
+        for (priority, addr, weight, health) in entries {
+            let level = by_priority.entry(priority).or_default();
+            let host = Arc::new(Host::new(addr, weight));
+            match health {
+                Health::Usable => level.0.push(host),
+                Health::Degraded => level.1.push(host),
+                Health::Excluded => {}
+            }
+        }
+        HostSet {
+            levels: by_priority
+                .into_values()
+                .map(|(usable, degraded)| Level {
+                    usable: lb::Weighted::new(usable),
+                    degraded: lb::Weighted::new(degraded),
+                })
+                .collect(),
+        }
+    }
+}
+
+// === impl Clusters ===
+
+impl Clusters {
+    /// Builds every cluster of a configuration.
+    pub fn new(configs: &[Arc<config::Cluster>]) -> Self {
+        Self {
+            by_name: configs
+                .iter()
+                .map(|c| (c.name.clone(), Arc::new(Cluster::new(c.clone()))))
+                .collect(),
+        }
+    }
+
+    /// A cluster by name.
+    pub fn get(&self, name: &str) -> Option<&Arc<Cluster>> {
+        self.by_name.get(name)
+    }
+
+    /// Every cluster.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Cluster>> {
+        self.by_name.values()
+    }
+
+    /// Resolves every STRICT_DNS cluster once (Envoy's cluster warming), then keeps them fresh
+    /// in background tasks on the current runtime.
+    pub async fn resolve_all(&self) {
+        let dns: Vec<_> = self
+            .by_name
+            .values()
+            .filter(|c| matches!(c.config.discovery, Discovery::StrictDns { .. }))
+            .cloned()
+            .collect();
+        let first = dns.iter().map(|c| dns::refresh(c.clone()));
+        futures_join_all(first).await;
+        for c in dns {
+            tokio::spawn(dns::keep_fresh(c));
+        }
+    }
+}
+
+/// Awaits every future (few, only at startup), without pulling in a futures crate.
+async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(
+    futures: impl Iterator<Item = F>,
+) {
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    for h in handles {
+        if let Err(e) = h.await {
+            tracing::error!(error = %e, "DNS resolution task failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,600 @@
+//! Clusters: discovery type, endpoints, load-balancing policy and connection options.
+
+use std::{sync::Arc, time::Duration};
+
+use envoy_types::pb::envoy::config::{
+    cluster::v3::{
+        Cluster as XdsCluster, UpstreamConnectionOptions,
+        cluster::{
+            ClusterDiscoveryType, DiscoveryType, DnsLookupFamily, LbConfig, LbPolicy as XdsLbPolicy,
+        },
+    },
+    core::v3::{HealthStatus as XdsHealthStatus, TcpKeepalive as XdsTcpKeepalive},
+    endpoint::v3::{
+        ClusterLoadAssignment, LbEndpoint as XdsLbEndpoint, LocalityLbEndpoints,
+        lb_endpoint::HostIdentifier,
+    },
+};
+
+use super::{
+    common::{self, HostPort},
+    error::{Ctx, Path, reject_unsupported},
+};
+
+/// Envoy's `connect_timeout` when unset.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Envoy's `dns_refresh_rate` when unset.
+pub const DEFAULT_DNS_REFRESH_RATE: Duration = Duration::from_secs(5);
+
+/// An upstream cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cluster {
+    /// Its unique name.
+    pub name: Arc<str>,
+    /// How its hosts are found.
+    pub discovery: Discovery,
+    /// How long a connection attempt may take.
+    pub connect_timeout: Duration,
+    /// How a host is picked.
+    pub lb_policy: LbPolicy,
+    /// Endpoints grouped by locality and priority, as configured.
+    pub localities: Vec<Locality>,
+    /// TCP keepalive for upstream connections.
+    pub tcp_keepalive: Option<TcpKeepalive>,
+}
+
+/// How a cluster finds its hosts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Discovery {
+    /// The configured IP endpoints.
+    Static,
+    /// Every address the configured names resolve to, re-resolved periodically.
+    StrictDns {
+        /// How often to resolve again.
+        refresh: Duration,
+        /// Which address families to use.
+        family: DnsFamily,
+    },
+    /// The original destination of the downstream connection.
+    OriginalDst,
+}
+
+/// `Cluster.DnsLookupFamily`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DnsFamily {
+    /// IPv6 if the name has any IPv6 address, else IPv4.
+    Auto,
+    /// IPv4 only.
+    V4Only,
+    /// IPv6 only.
+    V6Only,
+    /// IPv4 if the name has any IPv4 address, else IPv6.
+    V4Preferred,
+    /// Every address.
+    All,
+}
+
+/// How a host is picked among the healthy ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LbPolicy {
+    /// Weighted round robin.
+    RoundRobin,
+    /// Weighted random.
+    Random,
+    /// The less loaded of `choice_count` random picks.
+    LeastRequest {
+        /// How many hosts are compared.
+        choice_count: u32,
+    },
+    /// The cluster type decides (ORIGINAL_DST).
+    ClusterProvided,
+}
+
+/// Endpoints that share a locality and a priority.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Locality {
+    /// 0 is tried first; higher priorities only when a lower one has no usable host.
+    pub priority: u32,
+    /// The endpoints.
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// An upstream endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Where it is.
+    pub address: HostPort,
+    /// Its load-balancing weight (at least 1).
+    pub weight: u32,
+    /// What the configuration says of its health.
+    pub health: Health,
+}
+
+/// An endpoint's configured health, as load balancing uses it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// HEALTHY or UNKNOWN: used.
+    Usable,
+    /// DEGRADED: used only when no usable host is left.
+    Degraded,
+    /// UNHEALTHY, DRAINING or TIMEOUT: never picked.
+    Excluded,
+}
+
+/// TCP keepalive settings; `None` fields keep the kernel's defaults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpKeepalive {
+    /// Unanswered probes before the connection is dropped.
+    pub probes: Option<u32>,
+    /// Idle time before the first probe.
+    pub time: Option<Duration>,
+    /// Time between probes.
+    pub interval: Option<Duration>,
+}
+
+// === impl Cluster ===
+
+impl Cluster {
+    pub(crate) fn convert(ctx: &mut Ctx, path: &Path, c: &XdsCluster) -> Option<Self> {
+        let before = ctx.count();
+        let XdsCluster {
+            transport_socket_matches,
+            transport_socket_matcher,
+            name,
+            alt_stat_name: _, // stats naming only
+            stats_matcher,
+            eds_cluster_config,
+            connect_timeout,
+            per_connection_buffer_limit_bytes,
+            per_connection_buffer_high_watermark_timeout,
+            lb_policy,
+            load_assignment,
+            health_checks,
+            max_requests_per_connection,
+            circuit_breakers,
+            upstream_http_protocol_options,
+            common_http_protocol_options,
+            http_protocol_options,
+            http2_protocol_options,
+            typed_extension_protocol_options,
+            dns_refresh_rate,
+            dns_jitter,
+            dns_failure_refresh_rate,
+            respect_dns_ttl,
+            dns_lookup_family,
+            dns_resolvers,
+            use_tcp_for_dns_lookups,
+            dns_resolution_config,
+            typed_dns_resolver_config,
+            wait_for_warm_on_init,
+            outlier_detection,
+            cleanup_interval: _, // ORIGINAL_DST host expiry; Skiff keeps no per-destination hosts
+            upstream_bind_config,
+            lb_subset_config,
+            common_lb_config,
+            transport_socket,
+            metadata: _, // opaque to the data path
+            protocol_selection,
+            upstream_connection_options,
+            close_connections_on_host_health_failure,
+            ignore_health_on_host_removal,
+            filters,
+            load_balancing_policy,
+            lrs_server,
+            lrs_report_endpoint_metrics,
+            track_timeout_budgets,
+            upstream_config,
+            track_cluster_stats,
+            preconnect_policy,
+            connection_pool_per_downstream_connection,
+            queuing_policies,
+            cluster_discovery_type,
+            lb_config,
+        } = c;
+        reject_unsupported!(
+            ctx,
+            path,
+            transport_socket_matches,
+            transport_socket_matcher,
+            stats_matcher,
+            eds_cluster_config,
+            per_connection_buffer_limit_bytes,
+            per_connection_buffer_high_watermark_timeout,
+            health_checks,
+            max_requests_per_connection,
+            circuit_breakers,
+            upstream_http_protocol_options,
+            common_http_protocol_options,
+            http_protocol_options,
+            http2_protocol_options,
+            typed_extension_protocol_options,
+            dns_jitter,
+            dns_failure_refresh_rate,
+            respect_dns_ttl,
+            dns_resolvers,
+            use_tcp_for_dns_lookups,
+            dns_resolution_config,
+            typed_dns_resolver_config,
+            wait_for_warm_on_init,
+            outlier_detection,
+            upstream_bind_config,
+            lb_subset_config,
+            common_lb_config,
+            transport_socket,
+            protocol_selection,
+            close_connections_on_host_health_failure,
+            ignore_health_on_host_removal,
+            filters,
+            load_balancing_policy,
+            lrs_server,
+            lrs_report_endpoint_metrics,
+            track_timeout_budgets,
+            upstream_config,
+            track_cluster_stats,
+            preconnect_policy,
+            connection_pool_per_downstream_connection,
+            queuing_policies,
+        );
+        if name.is_empty() {
+            ctx.error(&path.field("name"), "a cluster name is required");
+        }
+
+        let kind = match cluster_discovery_type {
+            None => Some(DiscoveryType::Static),
+            Some(ClusterDiscoveryType::Type(t)) => match DiscoveryType::try_from(*t) {
+                Ok(
+                    t @ (DiscoveryType::Static
+                    | DiscoveryType::StrictDns
+                    | DiscoveryType::OriginalDst),
+                ) => Some(t),
+                Ok(other) => {
+                    ctx.error(
+                        &path.field("type"),
+                        format!(
+                            "cluster type {} is not supported by Skiff",
+                            other.as_str_name()
+                        ),
+                    );
+                    None
+                }
+                Err(_) => {
+                    ctx.error(&path.field("type"), format!("unknown cluster type {t}"));
+                    None
+                }
+            },
+            Some(ClusterDiscoveryType::ClusterType(custom)) => {
+                ctx.error(
+                    &path.field("cluster_type"),
+                    format!(
+                        "custom cluster type '{}' is not supported by Skiff",
+                        custom.name
+                    ),
+                );
+                None
+            }
+        };
+
+        let discovery = kind.map(|kind| match kind {
+            DiscoveryType::StrictDns => Discovery::StrictDns {
+                refresh: refresh_rate(ctx, path, dns_refresh_rate.as_ref()),
+                family: dns_family(ctx, path, *dns_lookup_family),
+            },
+            DiscoveryType::OriginalDst => Discovery::OriginalDst,
+            _ => Discovery::Static,
+        });
+        if !matches!(discovery, Some(Discovery::StrictDns { .. })) {
+            // Envoy ignores these for other types too, but they signal a misunderstanding.
+            reject_unsupported!(ctx, path, dns_refresh_rate);
+        }
+
+        let lb_policy = lb(ctx, path, *lb_policy, lb_config.as_ref());
+        match (discovery, lb_policy) {
+            (Some(Discovery::OriginalDst), Some(p)) if p != LbPolicy::ClusterProvided => {
+                ctx.error(
+                    &path.field("lb_policy"),
+                    "only CLUSTER_PROVIDED is allowed with cluster type ORIGINAL_DST",
+                );
+            }
+            (Some(d), Some(LbPolicy::ClusterProvided)) if d != Discovery::OriginalDst => {
+                ctx.error(
+                    &path.field("lb_policy"),
+                    "CLUSTER_PROVIDED is only allowed with cluster type ORIGINAL_DST",
+                );
+            }
+            _ => {}
+        }
+
+        let connect_timeout = common::duration_or(
+            ctx,
+            &path.field("connect_timeout"),
+            connect_timeout.as_ref(),
+            DEFAULT_CONNECT_TIMEOUT,
+        );
+        if connect_timeout.is_zero() {
+            ctx.error(&path.field("connect_timeout"), "must be greater than 0s");
+        }
+
+        // Only STRICT_DNS clusters may name hosts; the others need IP literals.
+        let ip_only = !matches!(discovery, Some(Discovery::StrictDns { .. }));
+        let localities = load_assignment
+            .as_ref()
+            .map(|la| convert_load_assignment(ctx, &path.field("load_assignment"), la, ip_only))
+            .unwrap_or_default();
+        if discovery == Some(Discovery::OriginalDst)
+            && localities.iter().any(|l| !l.endpoints.is_empty())
+        {
+            ctx.error(
+                &path.field("load_assignment"),
+                "ORIGINAL_DST clusters must not have endpoints: hosts come from the connection",
+            );
+        }
+
+        let tcp_keepalive = upstream_connection_options
+            .as_ref()
+            .and_then(|o| keepalive_options(ctx, &path.field("upstream_connection_options"), o));
+
+        let (discovery, lb_policy) = (discovery?, lb_policy?);
+        (ctx.count() == before).then(|| Cluster {
+            name: name.as_str().into(),
+            discovery,
+            connect_timeout,
+            lb_policy,
+            localities,
+            tcp_keepalive,
+        })
+    }
+
+    /// Every configured endpoint, across localities and priorities.
+    pub fn endpoints(&self) -> impl Iterator<Item = (&Locality, &Endpoint)> {
+        self.localities
+            .iter()
+            .flat_map(|l| l.endpoints.iter().map(move |e| (l, e)))
+    }
+}
+
+fn refresh_rate(
+    ctx: &mut Ctx,
+    path: &Path,
+    d: Option<&envoy_types::pb::google::protobuf::Duration>,
+) -> Duration {
+    let p = path.field("dns_refresh_rate");
+    let rate = common::duration_or(ctx, &p, d, DEFAULT_DNS_REFRESH_RATE);
+    if rate <= Duration::from_millis(1) {
+        ctx.error(&p, format!("{rate:?} is too short (must be more than 1ms)"));
+    }
+    rate
+}
+
+fn dns_family(ctx: &mut Ctx, path: &Path, v: i32) -> DnsFamily {
+    match DnsLookupFamily::try_from(v) {
+        Ok(DnsLookupFamily::Auto) => DnsFamily::Auto,
+        Ok(DnsLookupFamily::V4Only) => DnsFamily::V4Only,
+        Ok(DnsLookupFamily::V6Only) => DnsFamily::V6Only,
+        Ok(DnsLookupFamily::V4Preferred) => DnsFamily::V4Preferred,
+        Ok(DnsLookupFamily::All) => DnsFamily::All,
+        Err(_) => {
+            ctx.error(
+                &path.field("dns_lookup_family"),
+                format!("unknown value {v}"),
+            );
+            DnsFamily::Auto
+        }
+    }
+}
+
+fn lb(ctx: &mut Ctx, path: &Path, policy: i32, config: Option<&LbConfig>) -> Option<LbPolicy> {
+    let p = path.field("lb_policy");
+    let policy = match XdsLbPolicy::try_from(policy) {
+        Ok(XdsLbPolicy::RoundRobin) => LbPolicy::RoundRobin,
+        Ok(XdsLbPolicy::Random) => LbPolicy::Random,
+        Ok(XdsLbPolicy::LeastRequest) => LbPolicy::LeastRequest { choice_count: 2 },
+        Ok(XdsLbPolicy::ClusterProvided) => LbPolicy::ClusterProvided,
+        Ok(other) => {
+            ctx.error(
+                &p,
+                format!(
+                    "load-balancing policy {} is not supported by Skiff",
+                    other.as_str_name()
+                ),
+            );
+            return None;
+        }
+        Err(_) => {
+            ctx.error(&p, format!("unknown load-balancing policy {policy}"));
+            return None;
+        }
+    };
+    match (policy, config) {
+        (_, None) => Some(policy),
+        (LbPolicy::LeastRequest { .. }, Some(LbConfig::LeastRequestLbConfig(c))) => {
+            let cp = path.field("least_request_lb_config");
+            let active_request_bias = &c.active_request_bias;
+            let slow_start_config = &c.slow_start_config;
+            reject_unsupported!(ctx, &cp, active_request_bias, slow_start_config);
+            let choice_count = c.choice_count.as_ref().map_or(2, |v| v.value);
+            if choice_count < 2 {
+                ctx.error(
+                    &cp.field("choice_count"),
+                    format!("{choice_count} is less than 2"),
+                );
+            }
+            Some(LbPolicy::LeastRequest { choice_count })
+        }
+        (_, Some(other)) => {
+            let field = match other {
+                LbConfig::RingHashLbConfig(_) => "ring_hash_lb_config",
+                LbConfig::MaglevLbConfig(_) => "maglev_lb_config",
+                LbConfig::OriginalDstLbConfig(_) => "original_dst_lb_config",
+                LbConfig::LeastRequestLbConfig(_) => "least_request_lb_config",
+                LbConfig::RoundRobinLbConfig(_) => "round_robin_lb_config",
+            };
+            ctx.error(
+                &path.field(field),
+                "not supported by Skiff (or does not fit the lb_policy)",
+            );
+            None
+        }
+    }
+}
+
+fn convert_load_assignment(
+    ctx: &mut Ctx,
+    path: &Path,
+    la: &ClusterLoadAssignment,
+    ip_only: bool,
+) -> Vec<Locality> {
+    let ClusterLoadAssignment {
+        cluster_name: _, // informational for inline assignments
+        endpoints,
+        named_endpoints,
+        policy,
+    } = la;
+    reject_unsupported!(ctx, path, named_endpoints, policy);
+    let ep = path.field("endpoints");
+    endpoints
+        .iter()
+        .enumerate()
+        .map(|(i, l)| convert_locality(ctx, &ep.index(i), l, ip_only))
+        .collect()
+}
+
+fn convert_locality(
+    ctx: &mut Ctx,
+    path: &Path,
+    l: &LocalityLbEndpoints,
+    ip_only: bool,
+) -> Locality {
+    let LocalityLbEndpoints {
+        locality: _, // informational
+        metadata: _, // opaque to the data path
+        lb_endpoints,
+        // Envoy uses locality weights only with locality-weighted load balancing, which needs
+        // common_lb_config (rejected above); without it Envoy ignores them too.
+        load_balancing_weight: _,
+        priority,
+        proximity,
+        lb_config,
+    } = l;
+    reject_unsupported!(ctx, path, proximity, lb_config);
+    if *priority > 128 {
+        ctx.error(
+            &path.field("priority"),
+            format!("{priority} is more than 128"),
+        );
+    }
+    let lp = path.field("lb_endpoints");
+    let endpoints = lb_endpoints
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| convert_endpoint(ctx, &lp.index(i), e, ip_only))
+        .collect();
+    Locality {
+        priority: *priority,
+        endpoints,
+    }
+}
+
+fn convert_endpoint(
+    ctx: &mut Ctx,
+    path: &Path,
+    e: &XdsLbEndpoint,
+    ip_only: bool,
+) -> Option<Endpoint> {
+    let XdsLbEndpoint {
+        health_status,
+        metadata: _, // opaque to the data path until transport-socket matching exists
+        load_balancing_weight,
+        host_identifier,
+    } = e;
+    let weight = load_balancing_weight.as_ref().map_or(1, |w| w.value);
+    if weight == 0 {
+        ctx.error(&path.field("load_balancing_weight"), "must be at least 1");
+    }
+    let health = match XdsHealthStatus::try_from(*health_status) {
+        Ok(XdsHealthStatus::Unknown | XdsHealthStatus::Healthy) => Health::Usable,
+        Ok(XdsHealthStatus::Degraded) => Health::Degraded,
+        Ok(XdsHealthStatus::Unhealthy | XdsHealthStatus::Draining | XdsHealthStatus::Timeout) => {
+            Health::Excluded
+        }
+        Err(_) => {
+            ctx.error(
+                &path.field("health_status"),
+                format!("unknown value {health_status}"),
+            );
+            Health::Excluded
+        }
+    };
+    let endpoint = match host_identifier {
+        Some(HostIdentifier::Endpoint(ep)) => ep,
+        Some(HostIdentifier::EndpointName(n)) => {
+            ctx.error(
+                &path.field("endpoint_name"),
+                format!("named endpoints are not supported by Skiff (value: '{n}')"),
+            );
+            return None;
+        }
+        None => {
+            ctx.error(path, "an endpoint is required");
+            return None;
+        }
+    };
+    let epath = path.field("endpoint");
+    let health_check_config = &endpoint.health_check_config;
+    let additional_addresses = &endpoint.additional_addresses;
+    reject_unsupported!(ctx, &epath, health_check_config, additional_addresses);
+    let (address, _) = common::socket_address(
+        ctx,
+        &epath.field("address"),
+        endpoint.address.as_ref(),
+        ip_only,
+    )?;
+    let port = match &address {
+        HostPort::Ip(sa) => sa.port(),
+        HostPort::Dns(_, p) => *p,
+    };
+    if port == 0 {
+        ctx.error(
+            &epath
+                .field("address")
+                .field("socket_address")
+                .field("port_value"),
+            "an upstream endpoint needs a port",
+        );
+    }
+    Some(Endpoint {
+        address,
+        weight,
+        health,
+    })
+}
+
+fn keepalive_options(
+    ctx: &mut Ctx,
+    path: &Path,
+    o: &UpstreamConnectionOptions,
+) -> Option<TcpKeepalive> {
+    let UpstreamConnectionOptions {
+        tcp_keepalive,
+        set_local_interface_name_on_upstream_connections,
+        happy_eyeballs_config,
+    } = o;
+    reject_unsupported!(
+        ctx,
+        path,
+        set_local_interface_name_on_upstream_connections,
+        happy_eyeballs_config
+    );
+    let XdsTcpKeepalive {
+        keepalive_probes,
+        keepalive_time,
+        keepalive_interval,
+    } = tcp_keepalive.as_ref()?;
+    let secs = |v: &Option<envoy_types::pb::google::protobuf::UInt32Value>| {
+        v.as_ref().map(|v| Duration::from_secs(u64::from(v.value)))
+    };
+    Some(TcpKeepalive {
+        probes: keepalive_probes.as_ref().map(|v| v.value),
+        time: secs(keepalive_time),
+        interval: secs(keepalive_interval),
+    })
+}

@@ -1,0 +1,12 @@
+//! Skiff's sidecar proxy: Envoy-compatible configuration, transparent interception, and the data
+//! path for TCP (and, later, HTTP) traffic.
+
+pub mod addr;
+pub mod admin;
+pub mod app;
+pub mod cluster;
+pub mod config;
+pub mod flags;
+pub mod listener;
+pub mod snapshot;
+pub mod tcp;

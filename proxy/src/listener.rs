@@ -1,0 +1,366 @@
+//! Listeners at run time: bind, accept, restore the original destination, hand off, inspect,
+//! choose a filter chain, and run it.
+//!
+//! Hot path: `serve` runs once per accepted connection. It reads only the immutable snapshot,
+//! logs at debug level only, and never blocks.
+
+pub mod chain_match;
+pub mod http_sniff;
+pub mod inspect;
+pub mod orig_dst;
+pub mod tls_hello;
+
+use std::{
+    io,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use socket2::{Domain, Socket, Type};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::{Notify, watch},
+    time::Instant,
+};
+
+use self::{
+    chain_match::{ChainIndex, ConnFacts},
+    inspect::{End, Plan, TlsPlan},
+};
+use crate::{
+    addr::{ClientAddr, OrigDst},
+    config::{self, ChainAction, FilterChain, ListenerFilterKind},
+    flags::ResponseFlag,
+    snapshot::Snapshot,
+};
+
+/// A listener ready to serve: its configuration and its filter-chain index.
+#[derive(Debug)]
+pub struct Listener {
+    /// Its configuration.
+    pub config: Arc<config::Listener>,
+    chains: ChainIndex,
+}
+
+/// Sockets bound for one listener (several with `SO_REUSEPORT`).
+#[derive(Debug)]
+pub struct Bound {
+    /// The listener.
+    pub listener: Arc<Listener>,
+    /// The address actually bound (the real port when the configuration said 0).
+    pub local_addr: SocketAddr,
+    sockets: Vec<TcpListener>,
+}
+
+/// Counts the connections being served, so shutdown can wait for them.
+#[derive(Debug, Default)]
+pub struct ActiveConns {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+/// Keeps [`ActiveConns`] up while a connection is served.
+#[derive(Debug)]
+struct ConnGuard(Arc<ActiveConns>);
+
+/// Why a listener could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot bind listener '{name}' to {address}: {source}")]
+pub struct BindError {
+    name: Arc<str>,
+    address: SocketAddr,
+    #[source]
+    source: io::Error,
+}
+
+// === impl Listener ===
+
+impl Listener {
+    /// Prepares a listener for serving.
+    pub fn new(config: Arc<config::Listener>) -> Self {
+        let chains = ChainIndex::new(&config.filter_chains);
+        Self { config, chains }
+    }
+
+    /// The filter chain for a connection, by Envoy's matching rules.
+    pub fn select(&self, facts: &ConnFacts<'_>) -> Option<&FilterChain> {
+        chain_match::select(
+            &self.config.filter_chains,
+            &self.chains,
+            self.config.default_filter_chain.as_ref(),
+            facts,
+        )
+    }
+
+    /// Binds the listener's socket(s): one per worker with `SO_REUSEPORT`, else one.
+    pub fn bind(self: &Arc<Self>, workers: usize) -> Result<Bound, BindError> {
+        let c = &self.config;
+        let err = |source| BindError {
+            name: c.name.clone(),
+            address: c.address,
+            source,
+        };
+        let count = if c.reuse_port { workers.max(1) } else { 1 };
+        let first = bind_socket(c, c.address).map_err(err)?;
+        let local_addr = first.local_addr().map_err(err)?;
+        let mut sockets = vec![first];
+        for _ in 1..count {
+            // Port 0 asks the kernel for a port: the other sockets must share the one it gave.
+            sockets.push(bind_socket(c, local_addr).map_err(err)?);
+        }
+        Ok(Bound {
+            listener: self.clone(),
+            local_addr,
+            sockets,
+        })
+    }
+}
+
+fn bind_socket(c: &config::Listener, addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    if c.reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    if addr.is_ipv6() {
+        socket.set_only_v6(!c.ipv4_compat)?;
+    }
+    if c.transparent {
+        if addr.is_ipv4() {
+            socket.set_ip_transparent_v4(true)?;
+        } else {
+            socket.set_ip_transparent_v6(true)?;
+        }
+    }
+    if c.freebind {
+        if addr.is_ipv4() {
+            socket.set_freebind_v4(true)?;
+        } else {
+            socket.set_freebind_v6(true)?;
+        }
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    // Without a configured backlog, ask for the most: the kernel caps it at net.core.somaxconn.
+    let backlog = c
+        .backlog
+        .map_or(i32::MAX, |b| i32::try_from(b).unwrap_or(i32::MAX));
+    socket.listen(backlog)?;
+    TcpListener::from_std(socket.into())
+}
+
+// === impl Bound ===
+
+impl Bound {
+    /// Starts accepting on every socket; each accepted connection is served on its own task
+    /// with `snapshot`. Accepting stops when `stop` turns true.
+    pub fn start(
+        self,
+        snapshot: Arc<Snapshot>,
+        active: Arc<ActiveConns>,
+        stop: watch::Receiver<bool>,
+    ) {
+        for socket in self.sockets {
+            tokio::spawn(accept_loop(
+                socket,
+                self.listener.clone(),
+                snapshot.clone(),
+                active.clone(),
+                stop.clone(),
+            ));
+        }
+    }
+}
+
+async fn accept_loop(
+    socket: TcpListener,
+    listener: Arc<Listener>,
+    snapshot: Arc<Snapshot>,
+    active: Arc<ActiveConns>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => break,
+            r = socket.accept() => r,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let guard = ConnGuard::new(active.clone());
+                tokio::spawn(serve(
+                    stream,
+                    ClientAddr(peer),
+                    listener.clone(),
+                    snapshot.clone(),
+                    guard,
+                ));
+            }
+            Err(e) => {
+                // Out of file descriptors or memory: back off instead of spinning on accept.
+                tracing::warn!(listener = %listener.config.name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    tracing::debug!(listener = %listener.config.name, "stopped accepting");
+}
+
+/// Serves one connection accepted by `receiving`.
+async fn serve(
+    stream: TcpStream,
+    client: ClientAddr,
+    receiving: Arc<Listener>,
+    snapshot: Arc<Snapshot>,
+    _guard: ConnGuard,
+) {
+    let _ = stream.set_nodelay(true);
+    let Ok(local) = stream.local_addr() else {
+        return;
+    };
+    let mut listener = &receiving;
+    let mut destination = local;
+    let mut restored = false;
+    let mut handed_off = false;
+    let mut plan = Plan::default();
+    loop {
+        for lf in &listener.config.listener_filters {
+            if lf
+                .disabled
+                .as_ref()
+                .is_some_and(|p| p.matches(destination.port()))
+            {
+                continue;
+            }
+            match &lf.kind {
+                ListenerFilterKind::OriginalDst => match orig_dst::original_dst(&stream) {
+                    Ok(OrigDst(d)) => {
+                        destination = d;
+                        restored = true;
+                    }
+                    Err(e) => {
+                        tracing::debug!(%client, error = %e, "original destination unavailable")
+                    }
+                },
+                ListenerFilterKind::TlsInspector {
+                    max_client_hello,
+                    close_on_parse_error,
+                } => {
+                    plan.tls = Some(TlsPlan {
+                        max_client_hello: *max_client_hello,
+                        close_on_parse_error: *close_on_parse_error,
+                    });
+                }
+                ListenerFilterKind::HttpInspector => plan.http = true,
+            }
+        }
+        // Envoy's virtualOutbound handoff: once, to the listener for the restored destination.
+        if !handed_off && restored && listener.config.use_original_dst {
+            if let Some(target) = snapshot.handoff_target(destination) {
+                if !Arc::ptr_eq(target, listener) {
+                    tracing::debug!(%client, %destination, from = %listener.config.name, to = %target.config.name, "handoff");
+                    listener = target;
+                    handed_off = true;
+                    continue;
+                }
+            }
+        }
+        break;
+    }
+
+    let deadline = Instant::now() + listener.config.listener_filters_timeout;
+    let (detected, end) = inspect::inspect(&stream, plan, deadline).await;
+    match end {
+        End::Complete | End::PeerClosed => {}
+        End::TimedOut if listener.config.continue_on_listener_filters_timeout => {
+            tracing::debug!(%client, listener = %listener.config.name, "listener filters timed out; continuing");
+        }
+        End::TimedOut => {
+            tracing::debug!(%client, listener = %listener.config.name, "listener filters timed out; closing");
+            return;
+        }
+        End::Reject(why) => {
+            tracing::debug!(%client, listener = %listener.config.name, reason = why, "closing");
+            return;
+        }
+        End::Io(e) => {
+            tracing::debug!(%client, error = %e, "socket error during inspection");
+            return;
+        }
+    }
+
+    let facts = ConnFacts {
+        destination,
+        source: client.0,
+        direct_source: client.0,
+        server_name: detected.server_name.as_deref(),
+        transport_protocol: if detected.tls { "tls" } else { "raw_buffer" },
+        application_protocols: &detected.application_protocols,
+    };
+    let Some(chain) = listener.select(&facts) else {
+        tracing::debug!(%client, %destination, listener = %listener.config.name, flag = %ResponseFlag::NoRouteFound, "no filter chain matched; closing");
+        return;
+    };
+    match &chain.action {
+        ChainAction::Close => {
+            tracing::debug!(%client, chain = %chain.name, "filter chain has no network filters; closing");
+        }
+        ChainAction::TcpProxy(tp) => {
+            let orig_dst = restored.then_some(OrigDst(destination));
+            let outcome = crate::tcp::proxy(stream, client, orig_dst, tp, &snapshot).await;
+            tracing::debug!(
+                %client,
+                %destination,
+                listener = %listener.config.name,
+                chain = %chain.name,
+                cluster = ?outcome.cluster,
+                upstream = ?outcome.upstream,
+                sent = outcome.transferred.sent_upstream,
+                received = outcome.transferred.sent_downstream,
+                flag = ?outcome.flag.map(ResponseFlag::short),
+                "tcp connection done"
+            );
+        }
+    }
+}
+
+// === impl ActiveConns ===
+
+impl ActiveConns {
+    /// Connections being served now.
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// Waits until no connection is being served.
+    pub async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.count() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+// === impl ConnGuard ===
+
+impl ConnGuard {
+    fn new(active: Arc<ActiveConns>) -> Self {
+        active.count.fetch_add(1, Ordering::AcqRel);
+        Self(active)
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! The `proxy` binary: Envoy-style flags in, a running sidecar out.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Parser, ValueEnum};
+use skiff_proxy::{
+    app::{self, Settings},
+    config::Source,
+};
+use tracing_subscriber::filter::LevelFilter;
+
+/// Skiff, a service-mesh sidecar proxy configured like Envoy.
+#[derive(Debug, Parser)]
+#[command(name = "proxy", version, about)]
+struct Args {
+    /// Envoy v3 bootstrap file, YAML or JSON (by extension: .json is JSON, anything else YAML).
+    #[arg(short = 'c', long = "config-path", value_name = "FILE")]
+    config_path: Option<PathBuf>,
+
+    /// Envoy v3 bootstrap as inline YAML, merged over --config-path when both are given.
+    #[arg(long = "config-yaml", value_name = "YAML")]
+    config_yaml: Option<String>,
+
+    /// `serve` runs the proxy; `validate` checks the configuration and exits.
+    #[arg(long, value_enum, default_value_t = Mode::Serve)]
+    mode: Mode,
+
+    /// Worker threads (default: the number of CPUs).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    concurrency: Option<u16>,
+
+    /// Log level: trace, debug, info, warning (warn), error, critical, off.
+    #[arg(short = 'l', long = "log-level", default_value = "info", value_parser = parse_level)]
+    log_level: LevelFilter,
+
+    /// Overrides node.cluster.
+    #[arg(long = "service-cluster", value_name = "NAME")]
+    service_cluster: Option<String>,
+
+    /// Overrides node.id.
+    #[arg(long = "service-node", value_name = "ID")]
+    service_node: Option<String>,
+
+    /// Write the admin server's bound address (ip:port) to this file once it listens.
+    #[arg(long = "admin-address-path", value_name = "FILE")]
+    admin_address_path: Option<PathBuf>,
+
+    /// After SIGTERM/SIGINT, how long open connections may take to finish, in seconds.
+    #[arg(long = "drain-time-s", value_name = "SECONDS", default_value_t = 5)]
+    drain_time_s: u64,
+
+    /// Accepted for Envoy compatibility: Skiff never hot-restarts, so this is always true.
+    #[arg(long = "disable-hot-restart")]
+    disable_hot_restart: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    Serve,
+    Validate,
+}
+
+fn parse_level(s: &str) -> Result<LevelFilter, String> {
+    Ok(match s.to_ascii_lowercase().as_str() {
+        "trace" => LevelFilter::TRACE,
+        "debug" => LevelFilter::DEBUG,
+        "info" => LevelFilter::INFO,
+        "warning" | "warn" => LevelFilter::WARN,
+        "error" | "critical" => LevelFilter::ERROR,
+        "off" => LevelFilter::OFF,
+        other => {
+            return Err(format!(
+                "'{other}' is not a log level (trace, debug, info, warning, error, critical, off)"
+            ));
+        }
+    })
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_max_level(args.log_level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+
+    let source = Source {
+        path: args.config_path.clone(),
+        yaml: args.config_yaml.clone(),
+        service_cluster: args.service_cluster.clone(),
+        service_node: args.service_node.clone(),
+    };
+    let bootstrap = match source.load() {
+        Ok(b) => b,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for w in &bootstrap.warnings {
+        tracing::warn!("configuration: {w}");
+    }
+    if args.mode == Mode::Validate {
+        let what = args
+            .config_path
+            .as_ref()
+            .map_or_else(|| "--config-yaml".to_string(), |p| p.display().to_string());
+        #[allow(clippy::print_stdout)] // the validate mode's whole output
+        {
+            println!("configuration '{what}' OK");
+        }
+        return ExitCode::SUCCESS;
+    }
+
+    let workers = args.concurrency.map_or_else(
+        || std::thread::available_parallelism().map_or(1, usize::from),
+        usize::from,
+    );
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .thread_name("skiff-worker")
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let settings = Settings {
+        workers,
+        drain_time: Duration::from_secs(args.drain_time_s),
+        admin_address_path: args.admin_address_path,
+    };
+    let _ = args.disable_hot_restart;
+    match runtime.block_on(app::run(bootstrap, settings)) {
+        Ok(()) => {
+            // Connections still open after the drain are closed by dropping the runtime.
+            runtime.shutdown_timeout(Duration::from_millis(100));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
