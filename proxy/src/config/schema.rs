@@ -127,6 +127,14 @@ fn describe_json_error(raw: &str) -> (String, Option<String>) {
             .to_string();
         return ("unknown field".to_string(), Some(name));
     }
+    if raw.contains("failed to parse duration") {
+        return (
+            format!(
+                "{raw}: write durations in seconds with an 's' suffix, such as \"0.25s\" or \"5s\""
+            ),
+            None,
+        );
+    }
     if raw.contains("message type") && raw.contains("not found") {
         return (format!("unknown @type: {raw}"), None);
     }

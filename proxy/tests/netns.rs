@@ -1,0 +1,350 @@
+//! Interception in real network namespaces: iptables REDIRECTs a workload's outbound traffic to
+//! the proxy on 15001, and the proxy routes by the original destination, as a sidecar does.
+//!
+//! Needs root, `ip`, `iptables` and `setpriv`. These tests fail (never skip) without them.
+
+mod support;
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    os::fd::AsFd,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use support::{TCP_PROXY, TempDir, proxy_bin};
+
+/// Runs a command and panics with its output when it fails.
+fn sh(args: &[&str]) {
+    let o = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e} (is it installed?)"));
+    assert!(
+        o.status.success(),
+        "{args:?} failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn require_root_tools() {
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "the network-namespace tests need root (CI runs as root); run them with sudo"
+    );
+    for tool in ["ip", "iptables", "setpriv"] {
+        let ok = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .stdout(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(
+            ok,
+            "{tool} is not installed (apt-get install iproute2 iptables util-linux)"
+        );
+    }
+}
+
+/// Two namespaces joined by a veth pair: `pod` (the workload and its sidecar) at 10.251.0.1 and
+/// `remote` (the services it calls) at 10.251.0.2. Deleted on drop.
+struct Topology {
+    pod: String,
+    remote: String,
+}
+
+impl Topology {
+    fn new(tag: &str) -> Self {
+        require_root_tools();
+        let id = format!("{}{}", std::process::id() % 100_000, tag);
+        let t = Topology {
+            pod: format!("skiff-l4-{id}-pod"),
+            remote: format!("skiff-l4-{id}-rem"),
+        };
+        let (va, vb) = (format!("skp{id}"), format!("skr{id}"));
+        sh(&["ip", "netns", "add", &t.pod]);
+        sh(&["ip", "netns", "add", &t.remote]);
+        sh(&[
+            "ip", "link", "add", &va, "type", "veth", "peer", "name", &vb,
+        ]);
+        sh(&["ip", "link", "set", &va, "netns", &t.pod]);
+        sh(&["ip", "link", "set", &vb, "netns", &t.remote]);
+        for (ns, dev, ip) in [
+            (&t.pod, &va, "10.251.0.1/24"),
+            (&t.remote, &vb, "10.251.0.2/24"),
+        ] {
+            sh(&["ip", "-n", ns, "addr", "add", ip, "dev", dev]);
+            sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        // A second remote address, so exact-IP listeners can be told from wildcard ones.
+        sh(&[
+            "ip",
+            "-n",
+            &t.remote,
+            "addr",
+            "add",
+            "10.251.0.3/24",
+            "dev",
+            &vb,
+        ]);
+        t
+    }
+
+    /// Runs `f` on a thread that has entered namespace `ns`: sockets it creates live there.
+    fn within<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/var/run/netns/{ns}");
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                .expect("setns into the test namespace");
+            f()
+        })
+        .join()
+        .expect("namespace thread panicked")
+    }
+
+    /// A server in the remote namespace on `addr` that greets with `name` and echoes.
+    fn serve(&self, addr: &'static str, name: &'static str) {
+        let l = Self::within(&self.remote, move || TcpListener::bind(addr).unwrap());
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { return };
+                std::thread::spawn(move || {
+                    let _ = s.write_all(format!("{name}\n").as_bytes());
+                    let mut buf = [0u8; 1024];
+                    while let Ok(n) = s.read(&mut buf) {
+                        if n == 0 || s.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+    }
+
+    /// Connects from the pod namespace (as the workload, uid 0) and returns the greeting.
+    fn call(&self, addr: &'static str) -> String {
+        let s = Self::within(&self.pod, move || {
+            TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(5))
+        })
+        .unwrap_or_else(|e| panic!("connecting to {addr} from the pod: {e}"));
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut line = String::new();
+        BufReader::new(&s).read_line(&mut line).unwrap();
+        // The echo proves the connection is end to end, not just a greeting.
+        (&s).write_all(b"ping\n").unwrap();
+        let mut echo = String::new();
+        BufReader::new(&s).read_line(&mut echo).unwrap();
+        assert_eq!(echo, "ping\n");
+        line.trim_end().to_string()
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.pod])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.remote])
+            .status();
+    }
+}
+
+/// The proxy running inside the pod namespace as uid 1337, the way Istio runs its sidecar.
+struct PodProxy {
+    child: std::process::Child,
+    dir: TempDir,
+}
+
+impl PodProxy {
+    fn start(topology: &Topology, yaml: &str) -> Self {
+        let dir = TempDir::new("netns");
+        // uid 1337 must be able to write the admin address and read the config.
+        sh(&["chmod", "0777", dir.0.to_str().unwrap()]);
+        let cfg = dir.path("bootstrap.yaml");
+        std::fs::write(&cfg, yaml).unwrap();
+        let admin_file = dir.path("admin-address");
+        let log = std::fs::File::create(dir.path("proxy.log")).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &topology.pod])
+            .args(["setpriv", "--reuid=1337", "--regid=1337", "--clear-groups"])
+            .arg(proxy_bin())
+            .arg("-c")
+            .arg(&cfg)
+            .arg("--admin-address-path")
+            .arg(&admin_file)
+            .args(["-l", "debug"])
+            .stderr(log)
+            .spawn()
+            .expect("starting the proxy in the pod namespace");
+        let p = PodProxy { child, dir };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let admin: SocketAddr = loop {
+            if let Some(a) = std::fs::read_to_string(&admin_file)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+            {
+                break a;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "proxy did not start:\n{}",
+                p.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // Wait for LIVE, asking from inside the namespace.
+        loop {
+            let live = Topology::within(&topology.pod, move || {
+                support::http_get(admin, "/ready")
+                    .map(|(s, _)| s == 200)
+                    .unwrap_or(false)
+            });
+            if live {
+                return p;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "proxy never became LIVE:\n{}",
+                p.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path("proxy.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for PodProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- proxy log ----\n{}", self.log());
+        }
+    }
+}
+
+fn tcp_chain(cluster: &str) -> String {
+    format!(
+        "    filter_chains:\n    - filters: [{{name: t, typed_config: {{\"@type\": \"{TCP_PROXY}\", stat_prefix: {cluster}, cluster: {cluster}}}}}]\n"
+    )
+}
+
+fn static_cluster(name: &str, addr: &str) -> String {
+    let (ip, port) = addr.rsplit_once(':').unwrap();
+    format!(
+        "  - name: {name}\n    connect_timeout: 1s\n    load_assignment: {{endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: {ip}, port_value: {port}}}}}}}}}]}}]}}\n"
+    )
+}
+
+/// A sidecar-shaped bootstrap: virtualOutbound on 15001 hands connections to per-port
+/// `bind_to_port: false` listeners, and passes the rest through to their original destination.
+fn sidecar_bootstrap() -> String {
+    format!(
+        "admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}}}\n\
+         static_resources:\n  listeners:\n\
+         \x20 - name: virtualOutbound\n    address: {{socket_address: {{address: 0.0.0.0, port_value: 15001}}}}\n    use_original_dst: true\n{pass}\
+         \x20 - name: 0.0.0.0_8080\n    address: {{socket_address: {{address: 0.0.0.0, port_value: 8080}}}}\n    bind_to_port: false\n{a}\
+         \x20 - name: 10.251.0.3_7070\n    address: {{socket_address: {{address: 10.251.0.3, port_value: 7070}}}}\n    bind_to_port: false\n{b}\
+         \x20 - name: 0.0.0.0_7070\n    address: {{socket_address: {{address: 0.0.0.0, port_value: 7070}}}}\n    bind_to_port: false\n{a}\
+         \x20 clusters:\n\
+         \x20 - name: PassthroughCluster\n    type: ORIGINAL_DST\n    lb_policy: CLUSTER_PROVIDED\n    connect_timeout: 1s\n{svc_a}{svc_b}",
+        pass = tcp_chain("PassthroughCluster"),
+        a = tcp_chain("svc-a"),
+        b = tcp_chain("svc-b"),
+        svc_a = static_cluster("svc-a", "10.251.0.2:9001"),
+        svc_b = static_cluster("svc-b", "10.251.0.2:9002"),
+    )
+}
+
+#[test]
+fn outbound_capture_routes_by_original_destination() {
+    let t = Topology::new("a");
+    t.serve("10.251.0.2:9001", "svc-a");
+    t.serve("10.251.0.2:9002", "svc-b");
+    t.serve("10.251.0.2:9090", "passthrough-9090");
+    t.serve("10.251.0.3:9091", "passthrough-9091");
+    // The hand-written capture rule: every TCP connection from the pod to the remote subnet,
+    // except the proxy's own (uid 1337), goes to 15001.
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &t.pod,
+        "iptables",
+        "-t",
+        "nat",
+        "-A",
+        "OUTPUT",
+        "-p",
+        "tcp",
+        "-d",
+        "10.251.0.0/24",
+        "-m",
+        "owner",
+        "!",
+        "--uid-owner",
+        "1337",
+        "-j",
+        "REDIRECT",
+        "--to-ports",
+        "15001",
+    ]);
+    let proxy = PodProxy::start(&t, &sidecar_bootstrap());
+
+    // 10.251.0.77 exists nowhere: only the proxy's handoff by port can answer it.
+    assert_eq!(t.call("10.251.0.77:8080"), "svc-a", "{}", proxy.log());
+    assert_eq!(t.call("10.251.0.2:8080"), "svc-a");
+    // An exact IP:port listener wins over the 0.0.0.0 one for the same port.
+    assert_eq!(t.call("10.251.0.3:7070"), "svc-b");
+    assert_eq!(t.call("10.251.0.2:7070"), "svc-a");
+    // No listener for these ports: virtualOutbound's own chain passes them through.
+    assert_eq!(t.call("10.251.0.2:9090"), "passthrough-9090");
+    assert_eq!(t.call("10.251.0.3:9091"), "passthrough-9091");
+
+    let log = proxy.log();
+    assert!(log.contains("to=0.0.0.0_8080"), "{log}");
+    assert!(log.contains("to=10.251.0.3_7070"), "{log}");
+}
+
+#[test]
+fn proxy_traffic_is_not_captured_again() {
+    // If the proxy's own upstream connections were redirected, passthrough would loop back to
+    // 15001. With the uid-owner exemption they leave the pod.
+    let t = Topology::new("b");
+    t.serve("10.251.0.2:9090", "direct");
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &t.pod,
+        "iptables",
+        "-t",
+        "nat",
+        "-A",
+        "OUTPUT",
+        "-p",
+        "tcp",
+        "-m",
+        "owner",
+        "!",
+        "--uid-owner",
+        "1337",
+        "-j",
+        "REDIRECT",
+        "--to-ports",
+        "15001",
+    ]);
+    let proxy = PodProxy::start(&t, &sidecar_bootstrap());
+    assert_eq!(t.call("10.251.0.2:9090"), "direct", "{}", proxy.log());
+    // Exactly one proxied connection: no loop through 15001.
+    let log = proxy.log();
+    assert_eq!(log.matches("tcp connection done").count(), 1, "{log}");
+}

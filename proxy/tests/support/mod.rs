@@ -1,0 +1,434 @@
+//! Test support: start the real proxy binary, real backends (TCP servers, nginx), and talk to
+//! them over real sockets. Each test reads as: given this config, this traffic gives this result.
+
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::{
+    collections::HashMap,
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream as StdTcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicUsize, Ordering},
+    time::{Duration, Instant},
+};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+/// The `@type` of tcp_proxy, for configs written in tests.
+pub const TCP_PROXY: &str =
+    "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
+pub const TLS_INSPECTOR: &str =
+    "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector";
+pub const HTTP_INSPECTOR: &str =
+    "type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector";
+
+/// A directory under the system temp dir, removed on drop.
+#[derive(Debug)]
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "skiff-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running `proxy` binary, killed on drop.
+#[derive(Debug)]
+pub struct Proxy {
+    child: Child,
+    pub admin: SocketAddr,
+    /// Listener name to bound address, from the admin `/listeners`.
+    pub listeners: HashMap<String, SocketAddr>,
+    pub dir: TempDir,
+}
+
+pub fn proxy_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_proxy")
+}
+
+impl Proxy {
+    /// Starts the proxy with `yaml` as its bootstrap; an admin server on a free loopback port is
+    /// added unless the config has one. Waits until `/ready` says LIVE.
+    pub fn start(yaml: &str) -> Self {
+        Self::start_with(yaml, &[])
+    }
+
+    pub fn start_with(yaml: &str, extra_args: &[&str]) -> Self {
+        let dir = TempDir::new("proxy");
+        let mut config = yaml.to_string();
+        if !config.contains("\nadmin:") && !config.starts_with("admin:") {
+            config.push_str(
+                "\nadmin: {address: {socket_address: {address: 127.0.0.1, port_value: 0}}}\n",
+            );
+        }
+        let cfg = dir.path("bootstrap.yaml");
+        std::fs::write(&cfg, &config).unwrap();
+        let admin_file = dir.path("admin-address");
+        let log = std::fs::File::create(dir.path("proxy.log")).unwrap();
+        let child = Command::new(proxy_bin())
+            .arg("-c")
+            .arg(&cfg)
+            .arg("--admin-address-path")
+            .arg(&admin_file)
+            .args(["--concurrency", "2", "-l", "debug"])
+            .args(extra_args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting the proxy binary");
+        let mut proxy = Proxy {
+            child,
+            admin: "127.0.0.1:1".parse().unwrap(),
+            listeners: HashMap::new(),
+            dir,
+        };
+        proxy.admin = proxy.wait_for_admin(&admin_file);
+        proxy.wait_live();
+        proxy.listeners = proxy.read_listeners();
+        proxy
+    }
+
+    fn wait_for_admin(&mut self, file: &Path) -> SocketAddr {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(s) = std::fs::read_to_string(file) {
+                if let Ok(a) = s.trim().parse() {
+                    return a;
+                }
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "proxy exited with {status} before starting:\n{}",
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "proxy admin never came up:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn wait_live(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok((200, body)) = http_get(self.admin, "/ready") {
+                assert_eq!(body, "LIVE\n");
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "proxy never became LIVE:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn read_listeners(&self) -> HashMap<String, SocketAddr> {
+        let (status, body) = http_get(self.admin, "/listeners?format=json").unwrap();
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["listener_statuses"]
+            .as_array()
+            .map(|a| a.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .map(|l| {
+                let sa = &l["local_address"]["socket_address"];
+                let ip: std::net::IpAddr = sa["address"].as_str().unwrap().parse().unwrap();
+                let port = sa["port_value"].as_u64().unwrap() as u16;
+                (
+                    l["name"].as_str().unwrap().to_string(),
+                    SocketAddr::new(ip, port),
+                )
+            })
+            .collect()
+    }
+
+    /// The bound address of a listener.
+    pub fn listener(&self, name: &str) -> SocketAddr {
+        *self
+            .listeners
+            .get(name)
+            .unwrap_or_else(|| panic!("no listener {name}: {:?}", self.listeners))
+    }
+
+    /// The proxy's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path("proxy.log")).unwrap_or_default()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (a name `kill -s` knows, such as TERM).
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().to_string();
+        let ok = Command::new("kill")
+            .args(["-s", signal, &pid])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "kill -s {signal} {pid} failed");
+    }
+
+    /// Waits for the process to exit, up to `within`.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- proxy log ----\n{}", self.log());
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 GET with `Connection: close`: (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    http_request(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+/// Sends a raw request and returns (status, body) of the response.
+pub fn http_request(addr: SocketAddr, request: &str) -> std::io::Result<(u16, String)> {
+    let mut s = StdTcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(request.as_bytes())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {text:?}")))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// A TCP server on a free loopback port that echoes every byte back and passes the client's
+/// FIN on as its own.
+pub async fn echo_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else { return };
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.into_split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// A TCP server that greets each connection with `name\n`, then echoes. Says which backend a
+/// connection reached, and works for server-first checks.
+pub async fn named_server(name: &'static str) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                if s.write_all(format!("{name}\n").as_bytes()).await.is_err() {
+                    return;
+                }
+                let (mut r, mut w) = s.into_split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// Reads one `\n`-terminated line (the named server's greeting).
+pub async fn read_line(s: &mut TcpStream) -> String {
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut b))
+            .await
+            .expect("timed out reading a line")
+            .unwrap();
+        if n == 0 || b[0] == b'\n' {
+            return String::from_utf8(line).unwrap();
+        }
+        line.push(b[0]);
+    }
+}
+
+/// Deterministic pseudo-random bytes: the same `seed` and offset always give the same byte, so
+/// large transfers can be checked without keeping a copy.
+pub fn pattern(seed: u64, offset: u64, out: &mut [u8]) {
+    for (i, b) in out.iter_mut().enumerate() {
+        let mut x = seed ^ (offset + i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        x ^= x >> 29;
+        x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x ^= x >> 32;
+        *b = x as u8;
+    }
+}
+
+/// A real nginx serving `root` on a free loopback port, stopped on drop.
+#[derive(Debug)]
+pub struct Nginx {
+    child: Child,
+    pub addr: SocketAddr,
+    pub dir: TempDir,
+}
+
+pub fn nginx_bin() -> PathBuf {
+    for p in ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"] {
+        if Path::new(p).exists() {
+            return p.into();
+        }
+    }
+    panic!("nginx is not installed: these tests need a real nginx (apt-get install nginx)");
+}
+
+impl Nginx {
+    /// Starts nginx serving the files in `root`; `extra` goes into its `server` block.
+    pub fn start(root: &Path, extra: &str) -> Self {
+        let bin = nginx_bin();
+        for _attempt in 0..5 {
+            let dir = TempDir::new("nginx");
+            let port = free_port();
+            let conf = format!(
+                "daemon off;\nmaster_process off;\nworker_processes 1;\npid {pid};\nerror_log {dir}/error.log;\n\
+                 events {{ worker_connections 256; }}\n\
+                 http {{\n  access_log off;\n  client_body_temp_path {dir}/body;\n  proxy_temp_path {dir}/proxy;\n  \
+                 fastcgi_temp_path {dir}/fastcgi;\n  uwsgi_temp_path {dir}/uwsgi;\n  scgi_temp_path {dir}/scgi;\n  \
+                 server {{\n    listen 127.0.0.1:{port};\n    root {root};\n    {extra}\n  }}\n}}\n",
+                pid = dir.path("nginx.pid").display(),
+                dir = dir.0.display(),
+                root = root.display(),
+            );
+            std::fs::write(dir.path("nginx.conf"), conf).unwrap();
+            let child = Command::new(&bin)
+                .arg("-c")
+                .arg(dir.path("nginx.conf"))
+                .arg("-p")
+                .arg(&dir.0)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("starting nginx");
+            let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+            let mut nginx = Nginx { child, addr, dir };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = nginx.child.try_wait() {
+                    break; // port taken, probably: try another
+                }
+                if StdTcpStream::connect(addr).is_ok() {
+                    return nginx;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let log = std::fs::read_to_string(nginx.dir.path("error.log")).unwrap_or_default();
+            eprintln!("nginx did not start on port {port}: {log}");
+        }
+        panic!("nginx failed to start five times");
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port that was free a moment ago (for servers that cannot bind port 0 and report it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A listener YAML block: `name` on 127.0.0.1:0 with a tcp_proxy to `cluster` and `extra`
+/// listener fields (indented by four spaces).
+pub fn tcp_listener(name: &str, cluster: &str, extra: &str) -> String {
+    format!(
+        r#"  - name: {name}
+    address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
+{extra}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config: {{"@type": "{TCP_PROXY}", stat_prefix: {name}, cluster: {cluster}}}
+"#
+    )
+}
+
+/// A STATIC cluster block with the given endpoints.
+pub fn static_cluster(name: &str, endpoints: &[SocketAddr], extra: &str) -> String {
+    let eps: String = endpoints
+        .iter()
+        .map(|a| {
+            format!(
+                "        - endpoint: {{address: {{socket_address: {{address: \"{}\", port_value: {}}}}}}}\n",
+                a.ip(),
+                a.port()
+            )
+        })
+        .collect();
+    format!(
+        "  - name: {name}\n    connect_timeout: 1s\n{extra}\n    load_assignment:\n      cluster_name: {name}\n      endpoints:\n      - lb_endpoints:\n{eps}"
+    )
+}
