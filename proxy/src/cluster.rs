@@ -194,8 +194,9 @@ impl HostSet {
     /// Groups `(priority, address, weight, health)` entries into levels; excluded hosts are
     /// dropped here so picking never looks at them.
     pub fn from_endpoints(entries: impl Iterator<Item = (u32, SocketAddr, u32, Health)>) -> Self {
-        let mut by_priority: std::collections::BTreeMap<u32, (Vec<Arc<Host>>, Vec<Arc<Host>>)> =
-            Default::default();
+        // Priority -> (usable, degraded) hosts.
+        type Split = (Vec<Arc<Host>>, Vec<Arc<Host>>);
+        let mut by_priority: std::collections::BTreeMap<u32, Split> = Default::default();
         for (priority, addr, weight, health) in entries {
             let level = by_priority.entry(priority).or_default();
             let host = Arc::new(Host::new(addr, weight));

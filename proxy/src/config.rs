@@ -283,6 +283,13 @@ impl Bootstrap {
         ctx.finish(Some(out))
     }
 
+    /// Parses and validates a bootstrap document (what `--config-yaml` does, with a schema
+    /// loaded once by the caller).
+    pub fn from_text(schema: &Schema, text: &str, format: Format) -> Result<Self, ConfigErrors> {
+        let proto: XdsBootstrap = schema.parse(text, format)?;
+        Self::convert(&proto)
+    }
+
     /// The fully-qualified name of the proto `raw` holds.
     pub fn raw_type() -> String {
         XdsBootstrap::full_name()

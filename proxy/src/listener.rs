@@ -259,15 +259,16 @@ async fn serve(
             }
         }
         // Envoy's virtualOutbound handoff: once, to the listener for the restored destination.
-        if !handed_off && restored && listener.config.use_original_dst {
-            if let Some(target) = snapshot.handoff_target(destination) {
-                if !Arc::ptr_eq(target, listener) {
-                    tracing::debug!(%client, %destination, from = %listener.config.name, to = %target.config.name, "handoff");
-                    listener = target;
-                    handed_off = true;
-                    continue;
-                }
-            }
+        if !handed_off
+            && restored
+            && listener.config.use_original_dst
+            && let Some(target) = snapshot.handoff_target(destination)
+            && !Arc::ptr_eq(target, listener)
+        {
+            tracing::debug!(%client, %destination, from = %listener.config.name, to = %target.config.name, "handoff");
+            listener = target;
+            handed_off = true;
+            continue;
         }
         break;
     }

@@ -204,24 +204,23 @@ pub(crate) fn show<T: fmt::Debug + ?Sized>(value: &T) -> String {
         s = inner.to_string();
     }
     // google.protobuf wrappers (`UInt32Value { value: 5 }`) and durations.
-    if let Some((name, rest)) = s.split_once(" { value: ") {
-        if name.ends_with("Value") && !name.contains(' ') {
-            if let Some(inner) = rest.strip_suffix(" }") {
-                s = inner.to_string();
-            }
-        }
+    if let Some((name, rest)) = s.split_once(" { value: ")
+        && name.ends_with("Value")
+        && !name.contains(' ')
+        && let Some(inner) = rest.strip_suffix(" }")
+    {
+        s = inner.to_string();
     }
-    if let Some(rest) = s.strip_prefix("Duration { seconds: ") {
-        if let Some((secs, nanos)) = rest
+    if let Some(rest) = s.strip_prefix("Duration { seconds: ")
+        && let Some((secs, nanos)) = rest
             .strip_suffix(" }")
             .and_then(|r| r.split_once(", nanos: "))
-        {
-            s = if nanos == "0" {
-                format!("{secs}s")
-            } else {
-                format!("{secs}s {nanos}ns")
-            };
-        }
+    {
+        s = if nanos == "0" {
+            format!("{secs}s")
+        } else {
+            format!("{secs}s {nanos}ns")
+        };
     }
     if s.len() > MAX {
         let mut end = MAX;

@@ -376,17 +376,17 @@ fn check_unique_matches(ctx: &mut Ctx, path: &Path, chains: &[FilterChain]) {
     let mut seen: HashMap<String, usize> = HashMap::new();
     for (i, chain) in chains.iter().enumerate() {
         for key in chain.matcher.leaf_keys() {
-            if let Some(first) = seen.insert(key, i) {
-                if first != i {
-                    ctx.error(
-                        &path.index(i),
-                        format!(
-                            "multiple filter chains with the same matching rules are defined \
+            if let Some(first) = seen.insert(key, i)
+                && first != i
+            {
+                ctx.error(
+                    &path.index(i),
+                    format!(
+                        "multiple filter chains with the same matching rules are defined \
                              (filter_chains[{first}] and filter_chains[{i}])"
-                        ),
-                    );
-                    break;
-                }
+                    ),
+                );
+                break;
             }
         }
     }

@@ -152,7 +152,7 @@ fn prefix_score(ranges: &[Cidr], ip: std::net::IpAddr) -> Option<u32> {
     ranges
         .iter()
         .filter(|r| r.contains(ip))
-        .map(|r| u32::from(r.len()) + 1)
+        .map(|r| u32::from(r.prefix_len()) + 1)
         .max()
 }
 

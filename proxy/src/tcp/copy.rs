@@ -159,29 +159,27 @@ impl Pipe {
 impl Duplex<'_> {
     fn poll_copy(&mut self, cx: &mut Context<'_>) -> Poll<CopyEnd> {
         let mut moved = false;
-        if !self.to_up.done {
-            if let Poll::Ready(Err((on_read, e))) =
+        if !self.to_up.done
+            && let Poll::Ready(Err((on_read, e))) =
                 self.to_up.poll_pipe(cx, self.down, self.up, &mut moved)
-            {
-                let side = if on_read {
-                    Side::Downstream
-                } else {
-                    Side::Upstream
-                };
-                return Poll::Ready(CopyEnd::Error(side, e));
-            }
+        {
+            let side = if on_read {
+                Side::Downstream
+            } else {
+                Side::Upstream
+            };
+            return Poll::Ready(CopyEnd::Error(side, e));
         }
-        if !self.to_down.done {
-            if let Poll::Ready(Err((on_read, e))) =
+        if !self.to_down.done
+            && let Poll::Ready(Err((on_read, e))) =
                 self.to_down.poll_pipe(cx, self.up, self.down, &mut moved)
-            {
-                let side = if on_read {
-                    Side::Upstream
-                } else {
-                    Side::Downstream
-                };
-                return Poll::Ready(CopyEnd::Error(side, e));
-            }
+        {
+            let side = if on_read {
+                Side::Upstream
+            } else {
+                Side::Downstream
+            };
+            return Poll::Ready(CopyEnd::Error(side, e));
         }
         if self.to_up.done && self.to_down.done {
             return Poll::Ready(CopyEnd::Done);

@@ -112,10 +112,10 @@ impl Proxy {
     fn wait_for_admin(&mut self, file: &Path) -> SocketAddr {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(s) = std::fs::read_to_string(file) {
-                if let Ok(a) = s.trim().parse() {
-                    return a;
-                }
+            if let Ok(s) = std::fs::read_to_string(file)
+                && let Ok(a) = s.trim().parse()
+            {
+                return a;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!(
