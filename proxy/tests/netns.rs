@@ -34,7 +34,7 @@ fn require_root_tools() {
         nix::unistd::Uid::effective().is_root(),
         "the network-namespace tests need root (CI runs as root); run them with sudo"
     );
-    for tool in ["ip", "iptables", "setpriv"] {
+    for tool in ["ip", "iptables", "ip6tables", "setpriv"] {
         let ok = Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
             .stdout(Stdio::null())
@@ -90,6 +90,13 @@ impl Topology {
             "dev",
             &vb,
         ]);
+        // IPv6 too; `nodad` makes the addresses usable at once.
+        for (ns, dev, ip) in [
+            (&t.pod, &va, "fd00:251::1/64"),
+            (&t.remote, &vb, "fd00:251::2/64"),
+        ] {
+            sh(&["ip", "-n", ns, "addr", "add", ip, "dev", dev, "nodad"]);
+        }
         t
     }
 
@@ -354,6 +361,60 @@ fn proxy_traffic_is_not_captured_again() {
     std::thread::sleep(Duration::from_millis(300));
     // (The harness's own readiness checks to the admin port are captured too, and pass through.)
     let log = proxy.log();
-    assert_eq!(log.matches("destination=10.251.0.2:9090").count(), 1, "{log}");
-    assert!(!log.contains(":15001))"), "a connection went upstream to 15001: {log}");
+    assert_eq!(
+        log.matches("destination=10.251.0.2:9090").count(),
+        1,
+        "{log}"
+    );
+    assert!(
+        !log.contains(":15001))"),
+        "a connection went upstream to 15001: {log}"
+    );
+}
+
+#[test]
+fn ipv6_outbound_capture_routes_by_original_destination() {
+    let t = Topology::new("c");
+    t.serve("[fd00:251::2]:9001", "svc-a6");
+    t.serve("[fd00:251::2]:9090", "passthrough6");
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &t.pod,
+        "ip6tables",
+        "-t",
+        "nat",
+        "-A",
+        "OUTPUT",
+        "-p",
+        "tcp",
+        "-d",
+        "fd00:251::/64",
+        "-m",
+        "owner",
+        "!",
+        "--uid-owner",
+        "1337",
+        "-j",
+        "REDIRECT",
+        "--to-ports",
+        "15001",
+    ]);
+    let yaml = format!(
+        "admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}}}\n\
+         static_resources:\n  listeners:\n\
+         \x20 - name: virtualOutbound\n    address: {{socket_address: {{address: \"::\", port_value: 15001}}}}\n    use_original_dst: true\n{pass}\
+         \x20 - name: \"[::]_8080\"\n    address: {{socket_address: {{address: \"::\", port_value: 8080}}}}\n    bind_to_port: false\n{a}\
+         \x20 clusters:\n\
+         \x20 - name: PassthroughCluster\n    type: ORIGINAL_DST\n    lb_policy: CLUSTER_PROVIDED\n    connect_timeout: 1s\n{svc_a}",
+        pass = tcp_chain("PassthroughCluster"),
+        a = tcp_chain("svc-a6"),
+        svc_a = static_cluster("svc-a6", "\"fd00:251::2\":9001"),
+    );
+    let proxy = PodProxy::start(&t, &yaml);
+    // IP6T_SO_ORIGINAL_DST recovers the IPv6 destination; fd00:251::77 exists nowhere.
+    assert_eq!(t.call("[fd00:251::77]:8080"), "svc-a6", "{}", proxy.log());
+    assert_eq!(t.call("[fd00:251::2]:9090"), "passthrough6");
+    assert!(proxy.log().contains("to=[::]_8080"), "{}", proxy.log());
 }
