@@ -135,8 +135,11 @@ fn describe_json_error(raw: &str) -> (String, Option<String>) {
             None,
         );
     }
-    if raw.contains("message type") && raw.contains("not found") {
-        return (format!("unknown @type: {raw}"), None);
+    if raw.starts_with("message '") && raw.ends_with("not found") {
+        return (
+            format!("{raw}: this @type is not one Skiff supports (or not a known type at all)"),
+            None,
+        );
     }
     (raw.to_string(), None)
 }
@@ -200,6 +203,40 @@ static_resources:
             "{err}"
         );
         assert!(err.problem.contains("acme.Nope"), "{err}");
+    }
+
+    #[test]
+    fn schema_knows_every_accepted_type() {
+        use envoy_types::pb::envoy::{
+            admin::v3::{ConfigDump, Listeners},
+            extensions::filters::{
+                listener::{
+                    http_inspector::v3::HttpInspector, original_dst::v3::OriginalDst,
+                    tls_inspector::v3::TlsInspector,
+                },
+                network::tcp_proxy::v3::TcpProxy,
+            },
+        };
+        use prost::Name;
+        let schema = Schema::load();
+        for name in [
+            Bootstrap::full_name(),
+            ConfigDump::full_name(),
+            Listeners::full_name(),
+            TcpProxy::full_name(),
+            OriginalDst::full_name(),
+            TlsInspector::full_name(),
+            HttpInspector::full_name(),
+            // What /config_dump wraps.
+            "envoy.admin.v3.BootstrapConfigDump".to_string(),
+            "envoy.admin.v3.ListenersConfigDump".to_string(),
+            "envoy.admin.v3.ClustersConfigDump".to_string(),
+        ] {
+            assert!(
+                schema.pool.get_message_by_name(&name).is_some(),
+                "{name} missing"
+            );
+        }
     }
 
     #[test]

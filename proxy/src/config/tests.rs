@@ -163,7 +163,7 @@ fn unknown_type_url_is_rejected() {
 }
 
 #[test]
-fn known_but_unsupported_filter_is_rejected_by_name() {
+fn envoy_extension_skiff_does_not_support_is_rejected_by_name() {
     let yaml = bootstrap("", "", "").replace(
         &format!("\"@type\": {TCP_PROXY}\n          stat_prefix: s\n          cluster: c"),
         "\"@type\": type.googleapis.com/envoy.extensions.filters.network.echo.v3.Echo",
@@ -171,7 +171,12 @@ fn known_but_unsupported_filter_is_rejected_by_name() {
     assert_error(
         &yaml,
         "static_resources.listeners[0].filter_chains[0].filters[0].typed_config",
-        "network filter @type 'envoy.extensions.filters.network.echo.v3.Echo' is not supported",
+        "envoy.extensions.filters.network.echo.v3.Echo",
+    );
+    assert_error(
+        &yaml,
+        "static_resources.listeners[0].filter_chains[0].filters[0].typed_config",
+        "not one Skiff supports",
     );
 }
 
