@@ -356,6 +356,10 @@ fn check_static_resources(
                 ),
             );
         }
+        // Port 0 asks the kernel for a free port: such listeners never share one.
+        if l.address.port() == 0 {
+            continue;
+        }
         if let Some(first) = addresses.insert(l.address, *i) {
             ctx.error(
                 &lp.index(*i).field("address"),

@@ -356,6 +356,31 @@ fn duplicate_names_and_addresses_are_rejected() {
 }
 
 #[test]
+fn listeners_need_unique_names_and_addresses_except_port_zero() {
+    let second = |name: &str, port: u16| {
+        format!(
+            "  - name: {name}\n    address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}\n    filter_chains: [{{filters: [{{name: t, typed_config: {{\"@type\": \"{TCP_PROXY}\", stat_prefix: s, cluster: c}}}}]}}]\n"
+        )
+    };
+    let with = |extra: String| {
+        bootstrap("", "", "").replace("  clusters:\n", &format!("{extra}  clusters:\n"))
+    };
+    assert_error(
+        &with(second("l2", 10000)),
+        "static_resources.listeners[1].address",
+        "same address 127.0.0.1:10000 as listeners[0]",
+    );
+    assert_error(
+        &with(second("l", 10001)),
+        "static_resources.listeners[1].name",
+        "duplicate listener name 'l'",
+    );
+    // Two listeners asking for any free port do not collide (Envoy accepts this too).
+    let yaml = with(second("a", 0) + &second("b", 0));
+    assert_eq!(load(&yaml).unwrap().listeners.len(), 3);
+}
+
+#[test]
 fn identical_filter_chain_matches_are_rejected() {
     let chain = format!(
         r#"    - filter_chain_match: {{destination_port: 80, server_names: [a.example, b.example]}}

