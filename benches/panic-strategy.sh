@@ -48,7 +48,7 @@ static_resources:
     - filters: [{name: t, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: s, cluster: n}}]
   clusters:
   - name: n
-    load_assignment: {endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: $nport}}}}]}]}
+    load_assignment: {cluster_name: n, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: $nport}}}}]}]}
 YAML
   taskset -c 0 "$bin" -c "$work/p.yaml" --concurrency 1 -l error & local pid=$!
   sleep 0.3

@@ -43,6 +43,8 @@ pub struct Host {
     pub weight: u32,
     /// Connections to it that are open now (least-request load balancing reads this).
     active: AtomicU32,
+    /// Pooled HTTP connections to it.
+    pub pool: Arc<crate::http::pool::HostPool>,
 }
 
 /// The hosts of a cluster, grouped by priority (lowest first), split by health.
@@ -159,6 +161,7 @@ impl Host {
             addr,
             weight,
             active: AtomicU32::new(0),
+            pool: Arc::new(crate::http::pool::HostPool::new(addr)),
         }
     }
 

@@ -12,7 +12,12 @@ mod cluster;
 mod common;
 mod error;
 #[allow(deprecated)]
+mod http;
+#[allow(deprecated)]
 mod listener;
+mod matcher;
+#[allow(deprecated)]
+mod route;
 mod schema;
 #[allow(deprecated)]
 mod tcp_proxy;
@@ -26,12 +31,25 @@ use prost::{Message, Name};
 
 use self::error::{Ctx, reject_unsupported};
 pub use self::{
-    cluster::{Cluster, Discovery, DnsFamily, Endpoint, Health, LbPolicy, Locality, TcpKeepalive},
+    cluster::{
+        Cluster, Discovery, DnsFamily, Endpoint, Health, LbPolicy, Locality, TcpKeepalive,
+        UpstreamProtocolConfig,
+    },
     common::{Cidr, HostPort, canonical},
     error::{ConfigError, ConfigErrors, Path},
+    http::{Codec, Http2Settings, HttpConnectionManager, RouterSettings, ServerHeader, StripPort},
     listener::{
         ChainAction, ChainMatch, FilterChain, Listener, ListenerFilter, ListenerFilterKind,
         Predicate, SourceType, TrafficDirection,
+    },
+    matcher::{
+        FullRegex, HeaderMatch, HeaderMatcher, QueryParameterMatcher, Regex, StringMatch,
+        StringMatcher,
+    },
+    route::{
+        AppendAction, ClusterChoice, DirectResponse, HeaderAdd, HeaderEdits, HostRewrite,
+        PathMatch, Redirect, RedirectPath, Route, RouteAction, RouteActionKind, RouteConfig,
+        RouteMatch, VirtualHost, WeightedChoice,
     },
     schema::{Format, Schema},
     tcp_proxy::{ClusterTarget, TcpProxy},
@@ -256,10 +274,20 @@ impl Bootstrap {
         {
             let sr = root.field("static_resources");
             reject_unsupported!(ctx, &sr, secrets);
+            // Static routes must name clusters that exist, as in Envoy.
+            let cluster_names: std::collections::HashSet<&str> =
+                xds_clusters.iter().map(|c| c.name.as_str()).collect();
             let lp = sr.field("listeners");
             for (i, l) in xds_listeners.iter().enumerate() {
                 let default_name = format!("listener_{i}");
-                if let Some(l) = Listener::convert(&mut ctx, &lp.index(i), l, &default_name) {
+                let converted = Listener::convert(
+                    &mut ctx,
+                    &lp.index(i),
+                    l,
+                    &default_name,
+                    Some(&cluster_names),
+                );
+                if let Some(l) = converted {
                     listeners.push((i, Arc::new(l)));
                 }
             }

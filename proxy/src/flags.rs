@@ -20,6 +20,14 @@ pub enum ResponseFlag {
     NoRouteFound,
     /// `SI`: the idle timeout fired.
     StreamIdleTimeout,
+    /// `UR`: the upstream reset the stream (or closed the connection) before responding.
+    UpstreamRemoteReset,
+    /// `UPE`: the upstream sent something that is not valid HTTP.
+    UpstreamProtocolError,
+    /// `UT`: the upstream did not answer within the route timeout.
+    UpstreamRequestTimeout,
+    /// `DPE`: the downstream sent something that is not valid HTTP.
+    DownstreamProtocolError,
 }
 
 // === impl ResponseFlag ===
@@ -35,6 +43,10 @@ impl ResponseFlag {
             ResponseFlag::NoClusterFound => "NC",
             ResponseFlag::NoRouteFound => "NR",
             ResponseFlag::StreamIdleTimeout => "SI",
+            ResponseFlag::UpstreamRemoteReset => "UR",
+            ResponseFlag::UpstreamProtocolError => "UPE",
+            ResponseFlag::UpstreamRequestTimeout => "UT",
+            ResponseFlag::DownstreamProtocolError => "DPE",
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod app;
 pub mod cluster;
 pub mod config;
 pub mod flags;
+pub mod http;
 pub mod listener;
 pub mod snapshot;
 pub mod tcp;

@@ -28,22 +28,26 @@ use tokio::{
 };
 
 use self::{
-    chain_match::{ChainIndex, ConnFacts},
+    chain_match::{ChainId, ChainIndex, ConnFacts},
     inspect::{End, Plan, TlsPlan},
 };
 use crate::{
     addr::{ClientAddr, OrigDst},
     config::{self, ChainAction, FilterChain, ListenerFilterKind},
     flags::ResponseFlag,
+    http::{ConnInfo, HttpManager},
     snapshot::Snapshot,
 };
 
-/// A listener ready to serve: its configuration and its filter-chain index.
+/// A listener ready to serve: its configuration, its filter-chain index, and the HTTP
+/// connection managers of its chains.
 #[derive(Debug)]
 pub struct Listener {
     /// Its configuration.
     pub config: Arc<config::Listener>,
     chains: ChainIndex,
+    /// The HTTP manager of each chain that has one: `filter_chains` in order, then the default.
+    http: Vec<Option<Arc<HttpManager>>>,
 }
 
 /// Sockets bound for one listener (several with `SO_REUSEPORT`).
@@ -83,17 +87,41 @@ impl Listener {
     /// Prepares a listener for serving.
     pub fn new(config: Arc<config::Listener>) -> Self {
         let chains = ChainIndex::new(&config.filter_chains);
-        Self { config, chains }
+        let http = config
+            .filter_chains
+            .iter()
+            .chain(&config.default_filter_chain)
+            .map(|c| match &c.action {
+                ChainAction::Http(h) => Some(Arc::new(HttpManager::new(h.clone()))),
+                ChainAction::TcpProxy(_) | ChainAction::Close => None,
+            })
+            .collect();
+        Self {
+            config,
+            chains,
+            http,
+        }
     }
 
-    /// The filter chain for a connection, by Envoy's matching rules.
-    pub fn select(&self, facts: &ConnFacts<'_>) -> Option<&FilterChain> {
-        chain_match::select(
+    /// The filter chain for a connection, by Envoy's matching rules, and its HTTP manager.
+    pub fn select(
+        &self,
+        facts: &ConnFacts<'_>,
+    ) -> Option<(&FilterChain, Option<&Arc<HttpManager>>)> {
+        let id = chain_match::select_id(
             &self.config.filter_chains,
             &self.chains,
-            self.config.default_filter_chain.as_ref(),
+            self.config.default_filter_chain.is_some(),
             facts,
-        )
+        )?;
+        let (chain, slot) = match id {
+            ChainId::Index(i) => (self.config.filter_chains.get(i)?, i),
+            ChainId::Default => (
+                self.config.default_filter_chain.as_ref()?,
+                self.config.filter_chains.len(),
+            ),
+        };
+        Some((chain, self.http.get(slot).and_then(Option::as_ref)))
     }
 
     /// Binds the listener's socket(s): one per worker with `SO_REUSEPORT`, else one.
@@ -302,13 +330,24 @@ async fn serve(
         transport_protocol: if detected.tls { "tls" } else { "raw_buffer" },
         application_protocols: &detected.application_protocols,
     };
-    let Some(chain) = listener.select(&facts) else {
+    let Some((chain, http)) = listener.select(&facts) else {
         tracing::debug!(%client, %destination, listener = %listener.config.name, flag = %ResponseFlag::NoRouteFound, "no filter chain matched; closing");
         return;
     };
     match &chain.action {
         ChainAction::Close => {
             tracing::debug!(%client, chain = %chain.name, "filter chain has no network filters; closing");
+        }
+        ChainAction::Http(_) => {
+            let Some(mgr) = http else {
+                return;
+            };
+            let conn = ConnInfo {
+                client: client.0,
+                destination,
+                restored,
+            };
+            crate::http::serve(stream, conn, mgr.clone(), snapshot.clone()).await;
         }
         ChainAction::TcpProxy(tp) => {
             let orig_dst = restored.then_some(OrigDst(destination));

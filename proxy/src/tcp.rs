@@ -146,7 +146,8 @@ async fn connect(cluster: &Cluster, addr: SocketAddr) -> io::Result<TcpStream> {
     }
 }
 
-fn set_keepalive(socket: &TcpSocket, k: &TcpKeepalive) -> io::Result<()> {
+/// Applies a cluster's TCP keepalive settings to an upstream socket.
+pub(crate) fn set_keepalive(socket: &TcpSocket, k: &TcpKeepalive) -> io::Result<()> {
     let mut ka = SockKeepalive::new();
     if let Some(t) = k.time {
         ka = ka.with_time(t);

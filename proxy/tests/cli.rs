@@ -38,7 +38,7 @@ fn good_config() -> String {
     - filters: [{{name: t, typed_config: {{"@type": "{TCP_PROXY}", stat_prefix: s, cluster: c}}}}]
   clusters:
   - name: c
-    load_assignment: {{endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: 9}}}}}}}}]}}]}}
+    load_assignment: {{cluster_name: c, endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: 9}}}}}}}}]}}]}}
 "#
     )
 }

@@ -238,7 +238,7 @@ async fn round_robin_spreads_over_endpoints_and_skips_unhealthy_ones() {
 async fn strict_dns_cluster_resolves_names() {
     let srv = named_server("dns-backend").await;
     let cluster = format!(
-        "  - name: dns\n    type: STRICT_DNS\n    dns_lookup_family: V4_ONLY\n    load_assignment:\n      endpoints:\n      - lb_endpoints:\n        - endpoint: {{address: {{socket_address: {{address: localhost, port_value: {}}}}}}}\n",
+        "  - name: dns\n    type: STRICT_DNS\n    dns_lookup_family: V4_ONLY\n    load_assignment:\n      cluster_name: dns\n      endpoints:\n      - lb_endpoints:\n        - endpoint: {{address: {{socket_address: {{address: localhost, port_value: {}}}}}}}\n",
         srv.port()
     );
     let proxy = Proxy::start(&config(&[tcp_listener("in", "dns", "")], &[cluster]));

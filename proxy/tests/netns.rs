@@ -247,7 +247,7 @@ fn tcp_chain(cluster: &str) -> String {
 fn static_cluster(name: &str, addr: &str) -> String {
     let (ip, port) = addr.rsplit_once(':').unwrap();
     format!(
-        "  - name: {name}\n    connect_timeout: 1s\n    load_assignment: {{endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: {ip}, port_value: {port}}}}}}}}}]}}]}}\n"
+        "  - name: {name}\n    connect_timeout: 1s\n    load_assignment: {{cluster_name: {name}, endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: {ip}, port_value: {port}}}}}}}}}]}}]}}\n"
     )
 }
 

@@ -21,6 +21,8 @@ fn cluster(discovery: Discovery, localities: Vec<Locality>) -> Cluster {
         },
         localities,
         tcp_keepalive: None,
+        upstream_protocol: crate::config::UpstreamProtocolConfig::Http1,
+        upstream_idle_timeout: None,
     }))
 }
 

@@ -41,6 +41,21 @@ pub struct Cluster {
     pub localities: Vec<Locality>,
     /// TCP keepalive for upstream connections.
     pub tcp_keepalive: Option<TcpKeepalive>,
+    /// The HTTP protocol spoken to hosts (from `HttpProtocolOptions`; HTTP/1.1 by default).
+    pub upstream_protocol: UpstreamProtocolConfig,
+    /// Idle pooled HTTP connections are closed after this (`common_http_protocol_options`).
+    pub upstream_idle_timeout: Option<Duration>,
+}
+
+/// Which HTTP protocol a cluster's hosts are spoken to with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpstreamProtocolConfig {
+    /// HTTP/1.1.
+    Http1,
+    /// HTTP/2 with prior knowledge.
+    Http2,
+    /// The protocol the downstream request came in with.
+    Downstream,
 }
 
 /// How a cluster finds its hosts.
@@ -207,7 +222,6 @@ impl Cluster {
             common_http_protocol_options,
             http_protocol_options,
             http2_protocol_options,
-            typed_extension_protocol_options,
             dns_jitter,
             dns_failure_refresh_rate,
             respect_dns_ttl,
@@ -329,6 +343,11 @@ impl Cluster {
             );
         }
 
+        let (upstream_protocol, upstream_idle_timeout) = protocol_options(
+            ctx,
+            &path.field("typed_extension_protocol_options"),
+            typed_extension_protocol_options,
+        );
         let tcp_keepalive = upstream_connection_options
             .as_ref()
             .and_then(|o| keepalive_options(ctx, &path.field("upstream_connection_options"), o));
@@ -341,6 +360,8 @@ impl Cluster {
             lb_policy,
             localities,
             tcp_keepalive,
+            upstream_protocol,
+            upstream_idle_timeout,
         })
     }
 
@@ -444,12 +465,16 @@ fn convert_load_assignment(
     ip_only: bool,
 ) -> Vec<Locality> {
     let ClusterLoadAssignment {
-        cluster_name: _, // informational for inline assignments
+        cluster_name,
         endpoints,
         named_endpoints,
         policy,
     } = la;
     reject_unsupported!(ctx, path, named_endpoints, policy);
+    // Envoy's schema requires it even for inline assignments, where it is otherwise unused.
+    if cluster_name.is_empty() {
+        ctx.error(&path.field("cluster_name"), "a cluster_name is required");
+    }
     let ep = path.field("endpoints");
     endpoints
         .iter()
@@ -597,4 +622,136 @@ fn keepalive_options(
         time: secs(keepalive_time),
         interval: secs(keepalive_interval),
     })
+}
+
+/// Envoy's upstream HTTP connection `idle_timeout` when unset.
+pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Reads `typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]`.
+fn protocol_options(
+    ctx: &mut Ctx,
+    path: &Path,
+    options: &std::collections::HashMap<String, envoy_types::pb::google::protobuf::Any>,
+) -> (UpstreamProtocolConfig, Option<Duration>) {
+    use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
+        HttpProtocolOptions, http_protocol_options::UpstreamProtocolOptions,
+        http_protocol_options::explicit_http_config::ProtocolConfig,
+    };
+    use prost::Name;
+    let mut protocol = UpstreamProtocolConfig::Http1;
+    let mut idle = Some(DEFAULT_UPSTREAM_IDLE_TIMEOUT);
+    for (key, any) in options {
+        let kp = path.field(key);
+        if key != "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+            || common::any_type_name(any) != HttpProtocolOptions::full_name()
+        {
+            ctx.error(
+                &kp,
+                format!("protocol options '{key}' are not supported by Skiff"),
+            );
+            continue;
+        }
+        let Some(HttpProtocolOptions {
+            common_http_protocol_options,
+            upstream_http_protocol_options,
+            http_filters,
+            header_validation_config,
+            outlier_detection,
+            request_mirror_policies,
+            hash_policy,
+            retry_policy,
+            upstream_protocol_options,
+        }) = common::unpack::<HttpProtocolOptions>(ctx, &kp, any)
+        else {
+            continue;
+        };
+        reject_unsupported!(
+            ctx,
+            &kp,
+            upstream_http_protocol_options,
+            http_filters,
+            header_validation_config,
+            outlier_detection,
+            request_mirror_policies,
+            hash_policy,
+            retry_policy,
+        );
+        if let Some(c) = &common_http_protocol_options {
+            let cp = kp.field("common_http_protocol_options");
+            let max_connection_duration = &c.max_connection_duration;
+            let max_headers_count = &c.max_headers_count;
+            let max_stream_duration = &c.max_stream_duration;
+            let max_requests_per_connection = &c.max_requests_per_connection;
+            let max_response_headers_kb = &c.max_response_headers_kb;
+            reject_unsupported!(
+                ctx,
+                &cp,
+                max_connection_duration,
+                max_headers_count,
+                max_stream_duration,
+                max_requests_per_connection,
+                max_response_headers_kb,
+            );
+            if let Some(d) = &c.idle_timeout {
+                idle = common::duration(ctx, &cp.field("idle_timeout"), d).filter(|d| !d.is_zero());
+            }
+        }
+        let reject_h2_settings = |ctx: &mut Ctx, p: &Path, set: bool| {
+            if set {
+                ctx.error(
+                    p,
+                    "HTTP/2 settings for upstreams are not supported by Skiff yet",
+                );
+            }
+        };
+        protocol = match upstream_protocol_options {
+            None => UpstreamProtocolConfig::Http1,
+            Some(UpstreamProtocolOptions::ExplicitHttpConfig(e)) => match e.protocol_config {
+                Some(ProtocolConfig::HttpProtocolOptions(_)) | None => {
+                    UpstreamProtocolConfig::Http1
+                }
+                Some(ProtocolConfig::Http2ProtocolOptions(h2)) => {
+                    reject_h2_settings(
+                        ctx,
+                        &kp.field("explicit_http_config")
+                            .field("http2_protocol_options"),
+                        h2 != Default::default(),
+                    );
+                    UpstreamProtocolConfig::Http2
+                }
+                Some(ProtocolConfig::Http3ProtocolOptions(_)) => {
+                    ctx.error(
+                        &kp.field("explicit_http_config"),
+                        "HTTP/3 is not supported by Skiff",
+                    );
+                    UpstreamProtocolConfig::Http1
+                }
+            },
+            Some(UpstreamProtocolOptions::UseDownstreamProtocolConfig(d)) => {
+                let http3_protocol_options = &d.http3_protocol_options;
+                reject_unsupported!(
+                    ctx,
+                    &kp.field("use_downstream_protocol_config"),
+                    http3_protocol_options
+                );
+                reject_h2_settings(
+                    ctx,
+                    &kp.field("use_downstream_protocol_config")
+                        .field("http2_protocol_options"),
+                    d.http2_protocol_options
+                        .as_ref()
+                        .is_some_and(|h2| *h2 != Default::default()),
+                );
+                UpstreamProtocolConfig::Downstream
+            }
+            Some(UpstreamProtocolOptions::AutoConfig(_)) => {
+                ctx.error(
+                    &kp.field("auto_config"),
+                    "ALPN-negotiated upstream protocols need TLS, which Skiff does not do yet",
+                );
+                UpstreamProtocolConfig::Http1
+            }
+        };
+    }
+    (protocol, idle)
 }

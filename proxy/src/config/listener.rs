@@ -1,6 +1,6 @@
 //! Listeners: addresses, listener filters (inspectors), filter chains and their match criteria.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{collections::HashSet, net::SocketAddr, sync::Arc, time::Duration};
 
 use envoy_types::pb::envoy::{
     config::{
@@ -24,8 +24,10 @@ use prost::Name;
 use super::{
     common::{self, Cidr, HostPort},
     error::{Ctx, Path, reject_unsupported},
+    http::HttpConnectionManager,
     tcp_proxy::{self, TcpProxy},
 };
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager as XdsHcm;
 
 /// Envoy's `listener_filters_timeout` when the field is unset.
 pub const DEFAULT_LISTENER_FILTERS_TIMEOUT: Duration = Duration::from_secs(15);
@@ -144,6 +146,8 @@ pub struct FilterChain {
 pub enum ChainAction {
     /// `envoy.filters.network.tcp_proxy`.
     TcpProxy(TcpProxy),
+    /// `envoy.filters.network.http_connection_manager`.
+    Http(Arc<HttpConnectionManager>),
     /// A chain without network filters: the connection is closed, as Envoy does.
     Close,
 }
@@ -186,12 +190,14 @@ pub enum SourceType {
 // === impl Listener ===
 
 impl Listener {
-    /// Converts a `Listener`. `default_name` names it when the configuration does not.
+    /// Converts a `Listener`. `default_name` names it when the configuration does not;
+    /// `clusters`, when given, are the clusters that routes may reference.
     pub(crate) fn convert(
         ctx: &mut Ctx,
         path: &Path,
         l: &XdsListener,
         default_name: &str,
+        clusters: Option<&HashSet<&str>>,
     ) -> Option<Listener> {
         let before = ctx.count();
         let XdsListener {
@@ -316,10 +322,16 @@ impl Listener {
         let filter_chains: Vec<FilterChain> = filter_chains
             .iter()
             .enumerate()
-            .filter_map(|(i, c)| FilterChain::convert(ctx, &chains_path.index(i), c, i))
+            .filter_map(|(i, c)| FilterChain::convert(ctx, &chains_path.index(i), c, i, clusters))
             .collect();
         let default_filter_chain = default_filter_chain.as_ref().and_then(|c| {
-            FilterChain::convert(ctx, &path.field("default_filter_chain"), c, usize::MAX)
+            FilterChain::convert(
+                ctx,
+                &path.field("default_filter_chain"),
+                c,
+                usize::MAX,
+                clusters,
+            )
         });
         if l.filter_chains.is_empty() && l.default_filter_chain.is_none() {
             ctx.error(path, "no filter chains specified");
@@ -538,7 +550,13 @@ impl Predicate {
 // === impl FilterChain ===
 
 impl FilterChain {
-    fn convert(ctx: &mut Ctx, path: &Path, c: &XdsFilterChain, index: usize) -> Option<Self> {
+    fn convert(
+        ctx: &mut Ctx,
+        path: &Path,
+        c: &XdsFilterChain,
+        index: usize,
+        clusters: Option<&HashSet<&str>>,
+    ) -> Option<Self> {
         let before = ctx.count();
         let XdsFilterChain {
             filter_chain_match,
@@ -596,6 +614,18 @@ impl FilterChain {
                     }
                     if let Some(t) = TcpProxy::convert(ctx, &tc, any) {
                         action = ChainAction::TcpProxy(t);
+                    }
+                }
+                n if n == XdsHcm::full_name() => {
+                    if i + 1 != filters.len() {
+                        ctx.error(
+                            &fp,
+                            "http_connection_manager is a terminal filter and must be the last in \
+                             the chain",
+                        );
+                    }
+                    if let Some(h) = HttpConnectionManager::convert(ctx, &tc, any, clusters) {
+                        action = ChainAction::Http(Arc::new(h));
                     }
                 }
                 other => ctx.error(

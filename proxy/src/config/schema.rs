@@ -227,6 +227,10 @@ static_resources:
             OriginalDst::full_name(),
             TlsInspector::full_name(),
             HttpInspector::full_name(),
+            "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+                .to_string(),
+            "envoy.extensions.filters.http.router.v3.Router".to_string(),
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_string(),
             // What /config_dump wraps.
             "envoy.admin.v3.BootstrapConfigDump".to_string(),
             "envoy.admin.v3.ListenersConfigDump".to_string(),

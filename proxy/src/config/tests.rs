@@ -33,6 +33,7 @@ static_resources:
   - name: c
     {cluster_extra}
     load_assignment:
+      cluster_name: c
       endpoints:
       - lb_endpoints:
         - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: 9000}}}}}}
@@ -345,7 +346,7 @@ fn duplicate_names_and_addresses_are_rejected() {
     let mut yaml = bootstrap("", "", "");
     yaml.push_str(
         r#"  - name: c
-    load_assignment: {endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 9001}}}}]}]}
+    load_assignment: {cluster_name: c, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 9001}}}}]}]}
 "#,
     );
     assert_error(

@@ -55,6 +55,15 @@ impl ChainIndex {
     }
 }
 
+/// Which chain serves a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChainId {
+    /// `filter_chains[i]`.
+    Index(usize),
+    /// `default_filter_chain`.
+    Default,
+}
+
 /// Picks the filter chain for a connection, or `None` when neither a chain nor a default
 /// matches (the connection is then closed, as Envoy does).
 pub fn select<'c>(
@@ -63,6 +72,19 @@ pub fn select<'c>(
     default: Option<&'c FilterChain>,
     facts: &ConnFacts<'_>,
 ) -> Option<&'c FilterChain> {
+    match select_id(chains, index, default.is_some(), facts)? {
+        ChainId::Index(i) => chains.get(i),
+        ChainId::Default => default,
+    }
+}
+
+/// [`select`], answering with the chain's position.
+pub fn select_id(
+    chains: &[FilterChain],
+    index: &ChainIndex,
+    has_default: bool,
+    facts: &ConnFacts<'_>,
+) -> Option<ChainId> {
     // A port-specific group, when it exists, is used even if nothing in it matches further down.
     let group = index
         .by_port
@@ -116,7 +138,10 @@ pub fn select<'c>(
     });
 
     // Configuration validation rejects chains with identical criteria, so at most one is left.
-    candidates.first().map(|&i| chain(i)).or(default)
+    match candidates.first() {
+        Some(&i) => Some(ChainId::Index(i as usize)),
+        None => has_default.then_some(ChainId::Default),
+    }
 }
 
 /// Keeps only the candidates with the highest score; `None` means "does not match".

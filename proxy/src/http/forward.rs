@@ -1,0 +1,647 @@
+//! One request through the router: route, rewrite, pick a host, send, and shape the response.
+//!
+//! Hot path: runs for every request. Decisions come from the pure route table; the only awaits
+//! are the upstream send and (for upgrades) the tunnel.
+
+use std::{sync::Arc, time::Instant};
+
+use http::{
+    HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header,
+    uri::{Authority, PathAndQuery, Scheme},
+};
+use hyper::body::Incoming;
+
+use super::{
+    ConnInfo, HttpManager,
+    body::ProxyBody,
+    headers::{self, X_REQUEST_ID},
+    local_reply::LocalReply,
+    pool::{ConnectSettings, SendError, UpstreamProtocol},
+    route::{Decision, RequestFacts, path_only, strip_port},
+};
+use crate::{
+    addr::OrigDst,
+    cluster::NoHost,
+    config::{
+        ClusterChoice, DirectResponse, HostPort, HostRewrite, Redirect, RedirectPath, Route,
+        RouteAction, RouteActionKind, ServerHeader, StripPort, UpstreamProtocolConfig, VirtualHost,
+        WeightedChoice,
+    },
+    flags::ResponseFlag,
+    snapshot::Snapshot,
+};
+
+/// What happened to a request, for logs (and later access logs and metrics).
+#[derive(Debug)]
+pub struct Outcome {
+    /// The status sent downstream.
+    pub status: StatusCode,
+    /// The cluster, if one was chosen.
+    pub cluster: Option<Arc<str>>,
+    /// Why the proxy answered itself, if it did.
+    pub flag: Option<ResponseFlag>,
+}
+
+/// Routes and forwards one request.
+pub async fn handle(
+    mut req: Request<Incoming>,
+    conn: &ConnInfo,
+    mgr: &HttpManager,
+    snapshot: &Snapshot,
+) -> (Response<ProxyBody>, Outcome) {
+    let config = &mgr.config;
+    let authority = request_authority(&req).unwrap_or_default();
+    let host_for_routing = match config.strip_port {
+        StripPort::None => authority.as_str(),
+        StripPort::Any => strip_port(&authority),
+        StripPort::Matching => {
+            let stripped = strip_port(&authority);
+            let port = &authority[stripped.len()..].trim_start_matches(':');
+            if port.parse::<u16>().ok() == Some(conn.destination.port()) {
+                stripped
+            } else {
+                authority.as_str()
+            }
+        }
+    };
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/", PathAndQuery::as_str)
+        .to_string();
+    prepare_request_headers(req.headers_mut(), conn, mgr);
+
+    let decision = mgr.routes.route(&RequestFacts {
+        method: req.method(),
+        authority: host_for_routing,
+        path: &path,
+        headers: req.headers(),
+    });
+    let (vh, route) = match decision {
+        Decision::Route(vh, route) => (vh, route),
+        Decision::NoRoute => return local(mgr, &req, ResponseFlag::NoRouteFound, None),
+    };
+    match &route.action {
+        RouteActionKind::Direct(d) => direct(mgr, &req, vh, route, d),
+        RouteActionKind::Redirect(r) => redirect(mgr, &req, vh, route, r, &authority, &path),
+        RouteActionKind::Forward(action) => {
+            forward(
+                req, conn, mgr, snapshot, vh, route, action, &authority, &path,
+            )
+            .await
+        }
+    }
+}
+
+/// Host (HTTP/1) or :authority (HTTP/2 and absolute-form requests).
+fn request_authority(req: &Request<Incoming>) -> Option<String> {
+    req.uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
+}
+
+/// The connection manager's own request headers: forwarding headers and the request id.
+fn prepare_request_headers(h: &mut HeaderMap, conn: &ConnInfo, mgr: &HttpManager) {
+    let config = &mgr.config;
+    // Client certificate details are never trusted from the client (SANITIZE).
+    h.remove(headers::X_FORWARDED_CLIENT_CERT);
+    if config.use_remote_address {
+        if !config.skip_xff_append {
+            headers::append_xff(h, crate::config::canonical(conn.client.ip()));
+        }
+        h.insert(headers::X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    } else if !h.contains_key(headers::X_FORWARDED_PROTO) {
+        h.insert(headers::X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    }
+    if config.generate_request_id && !h.contains_key(X_REQUEST_ID) {
+        h.insert(X_REQUEST_ID, headers::request_id());
+    }
+    if let Some(via) = &config.via {
+        h.append(header::VIA, via.clone());
+    }
+}
+
+fn local(
+    mgr: &HttpManager,
+    req: &Request<Incoming>,
+    flag: ResponseFlag,
+    cluster: Option<Arc<str>>,
+) -> (Response<ProxyBody>, Outcome) {
+    let reply = LocalReply::for_flag(flag);
+    let status = reply.status;
+    let mut resp = reply.into_response(&mgr.config.server_name);
+    echo_request_id(mgr, req.headers(), resp.headers_mut());
+    (
+        resp,
+        Outcome {
+            status,
+            cluster,
+            flag: Some(flag),
+        },
+    )
+}
+
+fn echo_request_id(mgr: &HttpManager, req: &HeaderMap, resp: &mut HeaderMap) {
+    if mgr.config.always_set_request_id_in_response
+        && let Some(id) = req.get(X_REQUEST_ID)
+    {
+        resp.insert(X_REQUEST_ID, id.clone());
+    }
+}
+
+/// Response header edits, most specific level first (Envoy's default), or last when
+/// `most_specific_header_mutations_wins`.
+fn edit_response(
+    mgr: &HttpManager,
+    vh: &VirtualHost,
+    route: &Route,
+    weighted: Option<&WeightedChoice>,
+    h: &mut HeaderMap,
+) {
+    let rc = &mgr.routes.config;
+    let mut levels = [
+        weighted.map(|w| &w.headers),
+        Some(&route.headers),
+        Some(&vh.headers),
+        Some(&rc.headers),
+    ];
+    if rc.most_specific_header_mutations_wins {
+        levels.reverse();
+    }
+    for edits in levels.into_iter().flatten() {
+        headers::apply_response(h, edits);
+    }
+}
+
+fn edit_request(
+    mgr: &HttpManager,
+    vh: &VirtualHost,
+    route: &Route,
+    weighted: Option<&WeightedChoice>,
+    h: &mut HeaderMap,
+) {
+    let rc = &mgr.routes.config;
+    let mut levels = [
+        weighted.map(|w| &w.headers),
+        Some(&route.headers),
+        Some(&vh.headers),
+        Some(&rc.headers),
+    ];
+    if rc.most_specific_header_mutations_wins {
+        levels.reverse();
+    }
+    for edits in levels.into_iter().flatten() {
+        headers::apply_request(h, edits);
+    }
+}
+
+fn direct(
+    mgr: &HttpManager,
+    req: &Request<Incoming>,
+    vh: &VirtualHost,
+    route: &Route,
+    d: &DirectResponse,
+) -> (Response<ProxyBody>, Outcome) {
+    let mut resp = Response::new(match &d.body {
+        Some(b) => ProxyBody::full(b.clone()),
+        None => ProxyBody::Empty,
+    });
+    *resp.status_mut() = d.status;
+    if d.body.as_ref().is_some_and(|b| !b.is_empty()) {
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    }
+    resp.headers_mut()
+        .insert(header::SERVER, mgr.config.server_name.clone());
+    edit_response(mgr, vh, route, None, resp.headers_mut());
+    echo_request_id(mgr, req.headers(), resp.headers_mut());
+    let status = resp.status();
+    (
+        resp,
+        Outcome {
+            status,
+            cluster: None,
+            flag: None,
+        },
+    )
+}
+
+fn redirect(
+    mgr: &HttpManager,
+    req: &Request<Incoming>,
+    vh: &VirtualHost,
+    route: &Route,
+    r: &Redirect,
+    authority: &str,
+    path: &str,
+) -> (Response<ProxyBody>, Outcome) {
+    let scheme = r.scheme.as_deref().unwrap_or("http");
+    let mut host = r
+        .host
+        .clone()
+        .unwrap_or_else(|| strip_port(authority).to_string());
+    match r.port {
+        Some(p) => host = format!("{}:{p}", strip_port(&host)),
+        None if r.host.is_none() => {
+            // Keep the request's port unless the scheme changed it to a default one.
+            let port = authority[strip_port(authority).len()..].trim_start_matches(':');
+            let default = matches!((scheme, port), ("http", "80") | ("https", "443"));
+            if !port.is_empty() && !default && r.scheme.is_none() {
+                host = format!("{host}:{port}");
+            }
+        }
+        None => {}
+    }
+    let query = path.find('?').map(|i| &path[i..]).unwrap_or("");
+    let new_path = match &r.path {
+        RedirectPath::Keep => path_only(path).to_string(),
+        RedirectPath::Replace(p) => p.clone(),
+        RedirectPath::Prefix(p) => {
+            let matched = matched_prefix_len(route, path);
+            format!("{p}{}", &path_only(path)[matched..])
+        }
+    };
+    // A replacement path that has its own query keeps it; the request's query follows otherwise.
+    let location =
+        if r.strip_query || matches!(&r.path, RedirectPath::Replace(p) if p.contains('?')) {
+            format!("{scheme}://{host}{new_path}")
+        } else {
+            format!("{scheme}://{host}{new_path}{query}")
+        };
+    let mut resp = Response::new(ProxyBody::Empty);
+    *resp.status_mut() = r.status;
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp.headers_mut()
+        .insert(header::SERVER, mgr.config.server_name.clone());
+    edit_response(mgr, vh, route, None, resp.headers_mut());
+    echo_request_id(mgr, req.headers(), resp.headers_mut());
+    let status = resp.status();
+    (
+        resp,
+        Outcome {
+            status,
+            cluster: None,
+            flag: None,
+        },
+    )
+}
+
+/// How much of the path a prefix-style match consumed (for prefix rewrites).
+fn matched_prefix_len(route: &Route, path: &str) -> usize {
+    use crate::config::PathMatch;
+    match &route.matcher.path {
+        PathMatch::Prefix(p) | PathMatch::SeparatedPrefix(p) => p.len().min(path.len()),
+        PathMatch::Path(p) => p.len().min(path.len()),
+        PathMatch::Regex(_) => 0,
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // the request's whole context, passed once
+async fn forward(
+    mut req: Request<Incoming>,
+    conn: &ConnInfo,
+    mgr: &HttpManager,
+    snapshot: &Snapshot,
+    vh: &VirtualHost,
+    route: &Route,
+    action: &RouteAction,
+    authority: &str,
+    path: &str,
+) -> (Response<ProxyBody>, Outcome) {
+    let config = &mgr.config;
+    let (cluster_name, weighted) = match pick_cluster(&action.cluster, req.headers()) {
+        Some(c) => c,
+        None => {
+            return local_status(
+                mgr,
+                &req,
+                action.cluster_not_found,
+                ResponseFlag::NoClusterFound,
+                None,
+            );
+        }
+    };
+    let Some(cluster) = snapshot.clusters.get(&cluster_name) else {
+        return local_status(
+            mgr,
+            &req,
+            action.cluster_not_found,
+            ResponseFlag::NoClusterFound,
+            Some(cluster_name),
+        );
+    };
+
+    // Upgrades (WebSocket) pass through when the route or the connection manager allows them.
+    let upgrade = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_ascii_lowercase);
+    let upgrading = match &upgrade {
+        Some(u) => action
+            .upgrades
+            .iter()
+            .chain(&config.upgrades)
+            .any(|a| a == u),
+        None => false,
+    };
+    if upgrade.is_some() && !upgrading {
+        // Envoy answers an upgrade nobody allowed with 403.
+        return local_status(
+            mgr,
+            &req,
+            StatusCode::FORBIDDEN,
+            ResponseFlag::NoRouteFound,
+            Some(cluster_name),
+        );
+    }
+    let downstream_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
+
+    let orig_dst = conn.restored.then_some(OrigDst(conn.destination));
+    let host = match cluster.pick(orig_dst) {
+        Ok(h) => h,
+        Err(NoHost::NoHealthyHost | NoHost::NoOriginalDst) => {
+            return local(
+                mgr,
+                &req,
+                ResponseFlag::NoHealthyUpstream,
+                Some(cluster_name),
+            );
+        }
+    };
+
+    // Request headers: hop-by-hop, the route's edits, rewrites, Envoy's router headers.
+    let request_headers = req.headers().clone();
+    {
+        let h = req.headers_mut();
+        headers::strip_hop_by_hop(h, upgrading);
+        edit_request(mgr, vh, route, weighted, h);
+        if let Some(t) = action.timeout
+            && !config.router.suppress_envoy_headers
+            && let Ok(v) = HeaderValue::from_str(&t.as_millis().to_string())
+        {
+            h.insert(headers::X_ENVOY_EXPECTED_RQ_TIMEOUT_MS, v);
+        }
+    }
+    let new_path = rewrite_path(route, action, path);
+    if new_path.as_deref().is_some_and(|p| p != path)
+        && !config.router.suppress_envoy_headers
+        && let Ok(v) = HeaderValue::from_str(path)
+    {
+        req.headers_mut().insert(headers::X_ENVOY_ORIGINAL_PATH, v);
+    }
+    let new_authority = match &action.host_rewrite {
+        HostRewrite::Keep => None,
+        HostRewrite::Literal(v) => v.to_str().ok().map(str::to_string),
+        HostRewrite::Auto => upstream_hostname(&cluster.config, host.host().addr),
+    };
+    let authority = new_authority.as_deref().unwrap_or(authority);
+    let protocol = match cluster.config.upstream_protocol {
+        UpstreamProtocolConfig::Http1 => UpstreamProtocol::Http1,
+        UpstreamProtocolConfig::Http2 => UpstreamProtocol::Http2,
+        UpstreamProtocolConfig::Downstream => {
+            if req.version() == Version::HTTP_2 {
+                UpstreamProtocol::Http2
+            } else {
+                UpstreamProtocol::Http1
+            }
+        }
+    };
+    if let Err(reply) = set_target(
+        &mut req,
+        protocol,
+        authority,
+        new_path.as_deref().unwrap_or(path),
+    ) {
+        return local_status(
+            mgr,
+            &req,
+            reply,
+            ResponseFlag::DownstreamProtocolError,
+            Some(cluster_name),
+        );
+    }
+
+    let settings = ConnectSettings {
+        connect_timeout: cluster.config.connect_timeout,
+        idle_timeout: cluster.config.upstream_idle_timeout,
+        keepalive: cluster.config.tcp_keepalive,
+    };
+    let started = Instant::now();
+    let send = host.host().pool.send(req, protocol, &settings);
+    let sent = match action.timeout {
+        Some(t) => match tokio::time::timeout(t, send).await {
+            Ok(r) => r,
+            Err(_) => {
+                return local_headers(
+                    mgr,
+                    &request_headers,
+                    ResponseFlag::UpstreamRequestTimeout,
+                    Some(cluster_name),
+                );
+            }
+        },
+        None => send.await,
+    };
+    let mut resp = match sent {
+        Ok(resp) => resp,
+        Err(e) => {
+            let flag = send_error_flag(&e);
+            tracing::debug!(upstream = %host.host().addr, cluster = %cluster_name, error = %e, flag = flag.short(), "upstream request failed");
+            return local_headers(mgr, &request_headers, flag, Some(cluster_name));
+        }
+    };
+
+    // The response: hop-by-hop, server, service time, edits.
+    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    headers::strip_hop_by_hop(h, upgrading && switching);
+    match config.server_header {
+        ServerHeader::Overwrite => {
+            h.insert(header::SERVER, config.server_name.clone());
+        }
+        ServerHeader::AppendIfAbsent if !h.contains_key(header::SERVER) => {
+            h.insert(header::SERVER, config.server_name.clone());
+        }
+        ServerHeader::AppendIfAbsent | ServerHeader::PassThrough => {}
+    }
+    if !config.router.suppress_envoy_headers {
+        let ms = started.elapsed().as_millis().to_string();
+        if let Ok(v) = HeaderValue::from_str(&ms) {
+            h.insert(headers::X_ENVOY_UPSTREAM_SERVICE_TIME, v);
+        }
+    }
+    edit_response(mgr, vh, route, weighted, h);
+    echo_request_id(mgr, &request_headers, h);
+
+    if let (true, Some(downstream)) = (switching, downstream_upgrade) {
+        let upstream = hyper::upgrade::on(&mut resp);
+        tokio::spawn(tunnel(downstream, upstream));
+    }
+    let status = resp.status();
+    (
+        resp,
+        Outcome {
+            status,
+            cluster: Some(cluster_name),
+            flag: None,
+        },
+    )
+}
+
+fn local_status(
+    mgr: &HttpManager,
+    req: &Request<Incoming>,
+    status: StatusCode,
+    flag: ResponseFlag,
+    cluster: Option<Arc<str>>,
+) -> (Response<ProxyBody>, Outcome) {
+    let (mut resp, mut outcome) = local(mgr, req, flag, cluster);
+    *resp.status_mut() = status;
+    outcome.status = status;
+    (resp, outcome)
+}
+
+fn local_headers(
+    mgr: &HttpManager,
+    request_headers: &HeaderMap,
+    flag: ResponseFlag,
+    cluster: Option<Arc<str>>,
+) -> (Response<ProxyBody>, Outcome) {
+    let reply = LocalReply::for_flag(flag);
+    let status = reply.status;
+    let mut resp = reply.into_response(&mgr.config.server_name);
+    echo_request_id(mgr, request_headers, resp.headers_mut());
+    (
+        resp,
+        Outcome {
+            status,
+            cluster,
+            flag: Some(flag),
+        },
+    )
+}
+
+/// The flag for an upstream send failure (Envoy's mapping).
+fn send_error_flag(e: &SendError) -> ResponseFlag {
+    match e {
+        SendError::Connect(_) | SendError::Handshake(_) => ResponseFlag::UpstreamConnectionFailure,
+        SendError::Request(e) if e.is_parse() => ResponseFlag::UpstreamProtocolError,
+        SendError::Request(_) => ResponseFlag::UpstreamRemoteReset,
+    }
+}
+
+/// The cluster for this request, and the weighted entry it came from.
+fn pick_cluster<'a>(
+    choice: &'a ClusterChoice,
+    headers: &HeaderMap,
+) -> Option<(Arc<str>, Option<&'a WeightedChoice>)> {
+    match choice {
+        ClusterChoice::Name(n) => Some((n.clone(), None)),
+        ClusterChoice::Header(h) => headers
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .filter(|s| !s.is_empty())
+            .map(|s| (Arc::from(s), None)),
+        ClusterChoice::Weighted(ws) => {
+            let total: u64 = ws.iter().map(|w| u64::from(w.weight)).sum();
+            let mut draw = crate::cluster::random_u64() % total.max(1);
+            for w in ws {
+                if draw < u64::from(w.weight) {
+                    return Some((w.name.clone(), Some(w)));
+                }
+                draw -= u64::from(w.weight);
+            }
+            ws.last().map(|w| (w.name.clone(), Some(w)))
+        }
+    }
+}
+
+/// The path after the route's prefix or regex rewrite, if it has one.
+fn rewrite_path(route: &Route, action: &RouteAction, path: &str) -> Option<String> {
+    if let Some(prefix) = &action.prefix_rewrite {
+        let matched = matched_prefix_len(route, path);
+        return Some(format!("{prefix}{}", &path[matched..]));
+    }
+    if let Some((regex, substitution)) = &action.regex_rewrite {
+        let only = path_only(path);
+        let query = &path[only.len()..];
+        let rewritten = regex.regex().replace_all(only, substitution.as_str());
+        return Some(format!("{rewritten}{query}"));
+    }
+    None
+}
+
+/// The name auto_host_rewrite uses: the DNS name the host was resolved from.
+fn upstream_hostname(
+    cluster: &crate::config::Cluster,
+    addr: std::net::SocketAddr,
+) -> Option<String> {
+    cluster.endpoints().find_map(|(_, e)| match &e.address {
+        HostPort::Dns(name, port) if *port == addr.port() => Some(name.clone()),
+        _ => None,
+    })
+}
+
+/// Rewrites the request line for the upstream protocol: origin-form plus Host for HTTP/1.1,
+/// scheme and authority in the URI for HTTP/2.
+fn set_target(
+    req: &mut Request<Incoming>,
+    protocol: UpstreamProtocol,
+    authority: &str,
+    path: &str,
+) -> Result<(), StatusCode> {
+    let path_and_query = if req.method() == Method::CONNECT && req.uri().path().is_empty() {
+        None
+    } else {
+        Some(PathAndQuery::try_from(path).map_err(|_| StatusCode::BAD_REQUEST)?)
+    };
+    let authority_value = Authority::try_from(authority).map_err(|_| StatusCode::BAD_REQUEST)?;
+    match protocol {
+        UpstreamProtocol::Http1 => {
+            let mut parts = http::uri::Parts::default();
+            parts.path_and_query = path_and_query;
+            if parts.path_and_query.is_none() {
+                parts.authority = Some(authority_value);
+            }
+            *req.uri_mut() = Uri::from_parts(parts).map_err(|_| StatusCode::BAD_REQUEST)?;
+            *req.version_mut() = Version::HTTP_11;
+            let host = HeaderValue::from_str(authority).map_err(|_| StatusCode::BAD_REQUEST)?;
+            req.headers_mut().insert(header::HOST, host);
+        }
+        UpstreamProtocol::Http2 => {
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(Scheme::HTTP);
+            parts.authority = Some(authority_value);
+            parts.path_and_query = path_and_query.or_else(|| Some(PathAndQuery::from_static("/")));
+            *req.uri_mut() = Uri::from_parts(parts).map_err(|_| StatusCode::BAD_REQUEST)?;
+            *req.version_mut() = Version::HTTP_2;
+            req.headers_mut().remove(header::HOST);
+        }
+    }
+    Ok(())
+}
+
+/// Joins an upgraded downstream and upstream connection (WebSocket and other upgrades).
+async fn tunnel(downstream: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (down, up) = match tokio::try_join!(downstream, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let mut down = hyper_util::rt::TokioIo::new(down);
+    let mut up = hyper_util::rt::TokioIo::new(up);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
+        tracing::debug!(error = %e, "upgraded tunnel ended");
+    }
+}

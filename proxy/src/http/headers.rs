@@ -1,0 +1,213 @@
+//! Header handling of the connection manager and router: hop-by-hop stripping, forwarding
+//! headers, request ids, and the route's header edits.
+//!
+//! Hot path: called for every request and response; edits are applied in place.
+
+use http::{HeaderMap, HeaderName, HeaderValue, header};
+
+use crate::config::{AppendAction, HeaderAdd, HeaderEdits};
+
+/// `x-request-id`.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// `x-forwarded-for`.
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `x-forwarded-proto`.
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `x-forwarded-client-cert`.
+pub const X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+/// `x-envoy-expected-rq-timeout-ms`.
+pub const X_ENVOY_EXPECTED_RQ_TIMEOUT_MS: HeaderName =
+    HeaderName::from_static("x-envoy-expected-rq-timeout-ms");
+/// `x-envoy-upstream-service-time`.
+pub const X_ENVOY_UPSTREAM_SERVICE_TIME: HeaderName =
+    HeaderName::from_static("x-envoy-upstream-service-time");
+/// `x-envoy-original-path`.
+pub const X_ENVOY_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
+/// `x-envoy-external-address`.
+pub const X_ENVOY_EXTERNAL_ADDRESS: HeaderName =
+    HeaderName::from_static("x-envoy-external-address");
+/// `keep-alive`.
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+/// `proxy-connection`.
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Removes the hop-by-hop headers Envoy removes, from a request or a response. `upgrading`
+/// keeps `connection` and `upgrade` for a protocol upgrade that is being forwarded.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
+    if !upgrading {
+        headers.remove(header::CONNECTION);
+        headers.remove(header::UPGRADE);
+    }
+    headers.remove(KEEP_ALIVE);
+    headers.remove(PROXY_CONNECTION);
+    headers.remove(header::TRANSFER_ENCODING);
+    // `te` may only carry "trailers" through a proxy (gRPC needs it).
+    let te_trailers = headers
+        .get(header::TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    if !te_trailers {
+        headers.remove(header::TE);
+    }
+}
+
+/// Applies one level of header edits to a request's headers (removals, then additions).
+pub fn apply_request(headers: &mut HeaderMap, edits: &HeaderEdits) {
+    for name in &edits.request_remove {
+        headers.remove(name);
+    }
+    for add in &edits.request_add {
+        apply_add(headers, add);
+    }
+}
+
+/// Applies one level of header edits to a response's headers (removals, then additions).
+pub fn apply_response(headers: &mut HeaderMap, edits: &HeaderEdits) {
+    for name in &edits.response_remove {
+        headers.remove(name);
+    }
+    for add in &edits.response_add {
+        apply_add(headers, add);
+    }
+}
+
+fn apply_add(headers: &mut HeaderMap, add: &HeaderAdd) {
+    if add.value.is_empty() && !add.keep_empty {
+        return;
+    }
+    let present = headers.contains_key(&add.name);
+    match add.action {
+        AppendAction::AppendIfExistsOrAdd => {
+            headers.append(add.name.clone(), add.value.clone());
+        }
+        AppendAction::AddIfAbsent if !present => {
+            headers.insert(add.name.clone(), add.value.clone());
+        }
+        AppendAction::OverwriteIfExistsOrAdd => {
+            headers.insert(add.name.clone(), add.value.clone());
+        }
+        AppendAction::OverwriteIfExists if present => {
+            headers.insert(add.name.clone(), add.value.clone());
+        }
+        AppendAction::AddIfAbsent | AppendAction::OverwriteIfExists => {}
+    }
+}
+
+/// Appends `addr` to `x-forwarded-for` (comma-separated, as Envoy writes it).
+pub fn append_xff(headers: &mut HeaderMap, addr: std::net::IpAddr) {
+    let ip = addr.to_string();
+    let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(existing) if !existing.is_empty() => format!("{existing},{ip}"),
+        _ => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+}
+
+/// A random version-4 UUID in its text form, for `x-request-id`.
+pub fn request_id() -> HeaderValue {
+    let hi = crate::cluster::random_u64();
+    let lo = crate::cluster::random_u64();
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&hi.to_be_bytes());
+    b[8..].copy_from_slice(&lo.to_be_bytes());
+    b[6] = (b[6] & 0x0f) | 0x40; // version 4
+    b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 36];
+    let mut o = 0;
+    for (i, byte) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out[o] = b'-';
+            o += 1;
+        }
+        out[o] = HEX[usize::from(byte >> 4)];
+        out[o + 1] = HEX[usize::from(byte & 0xf)];
+        o += 2;
+    }
+    HeaderValue::from_bytes(&out).expect("hex digits and dashes are a valid header value")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn add(name: &'static str, value: &'static str, action: AppendAction) -> HeaderAdd {
+        HeaderAdd {
+            name: HeaderName::from_static(name),
+            value: HeaderValue::from_static(value),
+            action,
+            keep_empty: false,
+        }
+    }
+
+    #[test]
+    fn append_actions_follow_envoy() {
+        let mut h = HeaderMap::new();
+        h.insert("x-a", HeaderValue::from_static("old"));
+        apply_add(
+            &mut h,
+            &add("x-a", "new", AppendAction::AppendIfExistsOrAdd),
+        );
+        assert_eq!(h.get_all("x-a").iter().count(), 2);
+        apply_add(
+            &mut h,
+            &add("x-a", "only", AppendAction::OverwriteIfExistsOrAdd),
+        );
+        assert_eq!(h.get_all("x-a").iter().collect::<Vec<_>>(), ["only"]);
+        apply_add(&mut h, &add("x-a", "ignored", AppendAction::AddIfAbsent));
+        assert_eq!(h["x-a"], "only");
+        apply_add(&mut h, &add("x-b", "added", AppendAction::AddIfAbsent));
+        assert_eq!(h["x-b"], "added");
+        apply_add(
+            &mut h,
+            &add("x-c", "never", AppendAction::OverwriteIfExists),
+        );
+        assert!(!h.contains_key("x-c"));
+        apply_add(
+            &mut h,
+            &add("x-b", "replaced", AppendAction::OverwriteIfExists),
+        );
+        assert_eq!(h["x-b"], "replaced");
+        apply_add(&mut h, &add("x-d", "", AppendAction::AppendIfExistsOrAdd));
+        assert!(
+            !h.contains_key("x-d"),
+            "empty values are dropped unless keep_empty_value"
+        );
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "x"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("te", "gzip"),
+            ("x-kept", "1"),
+        ] {
+            h.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        let mut h = HeaderMap::new();
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.len(), 3, "{h:?}");
+    }
+
+    #[test]
+    fn request_ids_are_uuid_v4() {
+        let a = request_id();
+        let b = request_id();
+        assert_ne!(a, b);
+        let s = a.to_str().unwrap();
+        assert_eq!(s.len(), 36);
+        assert_eq!(&s[14..15], "4");
+        assert!(matches!(&s[19..20], "8" | "9" | "a" | "b"), "{s}");
+    }
+}
