@@ -335,7 +335,10 @@ impl HttpConnectionManager {
             ("stream_idle_timeout", &stream_idle_timeout),
             ("request_timeout", &request_timeout),
         ] {
-            if value.as_ref().is_some_and(|d| d.seconds != 0 || d.nanos != 0) {
+            if value
+                .as_ref()
+                .is_some_and(|d| d.seconds != 0 || d.nanos != 0)
+            {
                 ctx.error(&path.field(field), "not supported by Skiff yet (only 0s)");
             }
         }

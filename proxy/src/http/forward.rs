@@ -241,39 +241,39 @@ fn redirect(
     authority: &str,
     path: &str,
 ) -> (Response<ProxyBody>, Outcome) {
-    let scheme = r.scheme.as_deref().unwrap_or("http");
-    let mut host = r
-        .host
-        .clone()
-        .unwrap_or_else(|| strip_port(authority).to_string());
-    match r.port {
-        Some(p) => host = format!("{}:{p}", strip_port(&host)),
-        None if r.host.is_none() => {
-            // Keep the request's port unless the scheme changed it to a default one.
-            let port = authority[strip_port(authority).len()..].trim_start_matches(':');
-            let default = matches!((scheme, port), ("http", "80") | ("https", "443"));
-            if !port.is_empty() && !default && r.scheme.is_none() {
-                host = format!("{host}:{port}");
-            }
-        }
-        None => {}
-    }
+    // The request's protocol as the connection manager recorded it.
+    let request_proto = req
+        .headers()
+        .get(headers::X_FORWARDED_PROTO)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("http");
+    let scheme = r.scheme.as_deref().unwrap_or(request_proto);
+    let new_port = r.port.map(|p| format!(":{p}")).unwrap_or_default();
+    let host = match &r.host {
+        Some(h) => h.clone(),
+        None => redirect_host(authority, scheme, request_proto, !new_port.is_empty()),
+    };
     let query = path.find('?').map(|i| &path[i..]).unwrap_or("");
-    let new_path = match &r.path {
-        RedirectPath::Keep => path_only(path).to_string(),
-        RedirectPath::Replace(p) => p.clone(),
+    let (mut new_path, path_has_own_query) = match &r.path {
+        RedirectPath::Keep => (path.to_string(), false),
+        // A replacement path with its own query keeps it, whatever strip_query says.
+        RedirectPath::Replace(p) if p.contains('?') => (p.clone(), true),
+        RedirectPath::Replace(p) => (format!("{p}{query}"), false),
         RedirectPath::Prefix(p) => {
             let matched = matched_prefix_len(route, path);
-            format!("{p}{}", &path_only(path)[matched..])
+            (format!("{p}{}", &path[matched..]), false)
         }
     };
-    // A replacement path that has its own query keeps it; the request's query follows otherwise.
-    let location =
-        if r.strip_query || matches!(&r.path, RedirectPath::Replace(p) if p.contains('?')) {
-            format!("{scheme}://{host}{new_path}")
-        } else {
-            format!("{scheme}://{host}{new_path}{query}")
-        };
+    if !new_path.starts_with('/') {
+        new_path.insert(0, '/');
+    }
+    if r.strip_query
+        && !path_has_own_query
+        && let Some(i) = new_path.find('?')
+    {
+        new_path.truncate(i);
+    }
+    let location = format!("{scheme}://{host}{new_port}{new_path}");
     let mut resp = Response::new(ProxyBody::Empty);
     *resp.status_mut() = r.status;
     if let Ok(v) = HeaderValue::from_str(&location) {
@@ -292,6 +292,24 @@ fn redirect(
             flag: None,
         },
     )
+}
+
+/// The request's host for a redirect, Envoy's way: its port goes when a new port is set, or
+/// when the scheme changes and the port was the old scheme's default (`:80` for http, `:443`
+/// for https).
+fn redirect_host(authority: &str, scheme: &str, request_proto: &str, new_port: bool) -> String {
+    let host = strip_port(authority);
+    let port = &authority[host.len()..];
+    if port.is_empty() {
+        return authority.to_string();
+    }
+    let default_of_old =
+        (request_proto == "https" && port == ":443") || (request_proto == "http" && port == ":80");
+    if new_port || (scheme != request_proto && default_of_old) {
+        host.to_string()
+    } else {
+        authority.to_string()
+    }
 }
 
 /// How much of the path a prefix-style match consumed (for prefix rewrites).
@@ -317,26 +335,17 @@ async fn forward(
     path: &str,
 ) -> (Response<ProxyBody>, Outcome) {
     let config = &mgr.config;
+    let routed = Routed { mgr, vh, route };
+    let not_found = Some(action.cluster_not_found);
     let (cluster_name, weighted) = match pick_cluster(&action.cluster, req.headers()) {
         Some(c) => c,
         None => {
-            return local_status(
-                mgr,
-                &req,
-                action.cluster_not_found,
-                ResponseFlag::NoClusterFound,
-                None,
-            );
+            return routed.reply(req.headers(), not_found, ResponseFlag::NoClusterFound, None);
         }
     };
     let Some(cluster) = snapshot.clusters.get(&cluster_name) else {
-        return local_status(
-            mgr,
-            &req,
-            action.cluster_not_found,
-            ResponseFlag::NoClusterFound,
-            Some(cluster_name),
-        );
+        let flag = ResponseFlag::NoClusterFound;
+        return routed.reply(req.headers(), not_found, flag, Some(cluster_name));
     };
 
     // Upgrades (WebSocket) pass through when the route or the connection manager allows them.
@@ -355,13 +364,8 @@ async fn forward(
     };
     if upgrade.is_some() && !upgrading {
         // Envoy answers an upgrade nobody allowed with 403.
-        return local_status(
-            mgr,
-            &req,
-            StatusCode::FORBIDDEN,
-            ResponseFlag::NoRouteFound,
-            Some(cluster_name),
-        );
+        let (status, flag) = (Some(StatusCode::FORBIDDEN), ResponseFlag::NoRouteFound);
+        return routed.reply(req.headers(), status, flag, Some(cluster_name));
     }
     let downstream_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
 
@@ -369,12 +373,8 @@ async fn forward(
     let host = match cluster.pick(orig_dst) {
         Ok(h) => h,
         Err(NoHost::NoHealthyHost | NoHost::NoOriginalDst) => {
-            return local(
-                mgr,
-                &req,
-                ResponseFlag::NoHealthyUpstream,
-                Some(cluster_name),
-            );
+            let flag = ResponseFlag::NoHealthyUpstream;
+            return routed.reply(req.headers(), None, flag, Some(cluster_name));
         }
     };
 
@@ -415,19 +415,10 @@ async fn forward(
             }
         }
     };
-    if let Err(reply) = set_target(
-        &mut req,
-        protocol,
-        authority,
-        new_path.as_deref().unwrap_or(path),
-    ) {
-        return local_status(
-            mgr,
-            &req,
-            reply,
-            ResponseFlag::DownstreamProtocolError,
-            Some(cluster_name),
-        );
+    let target_path = new_path.as_deref().unwrap_or(path);
+    if let Err(status) = set_target(&mut req, protocol, authority, target_path) {
+        let flag = ResponseFlag::DownstreamProtocolError;
+        return routed.reply(&request_headers, Some(status), flag, Some(cluster_name));
     }
 
     let settings = ConnectSettings {
@@ -441,12 +432,8 @@ async fn forward(
         Some(t) => match tokio::time::timeout(t, send).await {
             Ok(r) => r,
             Err(_) => {
-                return local_headers(
-                    mgr,
-                    &request_headers,
-                    ResponseFlag::UpstreamRequestTimeout,
-                    Some(cluster_name),
-                );
+                let flag = ResponseFlag::UpstreamRequestTimeout;
+                return routed.reply(&request_headers, None, flag, Some(cluster_name));
             }
         },
         None => send.await,
@@ -456,7 +443,7 @@ async fn forward(
         Err(e) => {
             let flag = send_error_flag(&e);
             tracing::debug!(upstream = %host.host().addr, cluster = %cluster_name, error = %e, flag = flag.short(), "upstream request failed");
-            return local_headers(mgr, &request_headers, flag, Some(cluster_name));
+            return routed.reply(&request_headers, None, flag, Some(cluster_name));
         }
     };
 
@@ -497,37 +484,37 @@ async fn forward(
     )
 }
 
-fn local_status(
-    mgr: &HttpManager,
-    req: &Request<Incoming>,
-    status: StatusCode,
-    flag: ResponseFlag,
-    cluster: Option<Arc<str>>,
-) -> (Response<ProxyBody>, Outcome) {
-    let (mut resp, mut outcome) = local(mgr, req, flag, cluster);
-    *resp.status_mut() = status;
-    outcome.status = status;
-    (resp, outcome)
+/// A local reply for a request that matched a route: Envoy applies the route's response
+/// header edits (route, virtual host and route configuration levels) to it too.
+struct Routed<'a> {
+    mgr: &'a HttpManager,
+    vh: &'a VirtualHost,
+    route: &'a Route,
 }
 
-fn local_headers(
-    mgr: &HttpManager,
-    request_headers: &HeaderMap,
-    flag: ResponseFlag,
-    cluster: Option<Arc<str>>,
-) -> (Response<ProxyBody>, Outcome) {
-    let reply = LocalReply::for_flag(flag);
-    let status = reply.status;
-    let mut resp = reply.into_response(&mgr.config.server_name);
-    echo_request_id(mgr, request_headers, resp.headers_mut());
-    (
-        resp,
-        Outcome {
-            status,
-            cluster,
-            flag: Some(flag),
-        },
-    )
+impl Routed<'_> {
+    fn reply(
+        &self,
+        request_headers: &HeaderMap,
+        status: Option<StatusCode>,
+        flag: ResponseFlag,
+        cluster: Option<Arc<str>>,
+    ) -> (Response<ProxyBody>, Outcome) {
+        let reply = LocalReply::for_flag(flag);
+        let status = status.unwrap_or(reply.status);
+        let mut resp = reply.into_response(&self.mgr.config.server_name);
+        *resp.status_mut() = status;
+        edit_response(self.mgr, self.vh, self.route, None, resp.headers_mut());
+        echo_request_id(self.mgr, request_headers, resp.headers_mut());
+        (
+            resp,
+            Outcome {
+                status,
+                cluster,
+                flag: Some(flag),
+            },
+        )
+    }
 }
 
 /// The flag for an upstream send failure (Envoy's mapping).
