@@ -140,6 +140,11 @@ impl Cluster {
         self.hosts.store(Arc::new(hosts));
     }
 
+    /// The current hosts.
+    pub fn hosts(&self) -> arc_swap::Guard<Arc<HostSet>> {
+        self.hosts.load()
+    }
+
     /// The addresses of the current hosts, lowest priority first (for the admin API and tests).
     pub fn host_addrs(&self) -> Vec<SocketAddr> {
         let hosts = self.hosts.load();
@@ -197,12 +202,29 @@ impl HostSet {
     /// Groups `(priority, address, weight, health)` entries into levels; excluded hosts are
     /// dropped here so picking never looks at them.
     pub fn from_endpoints(entries: impl Iterator<Item = (u32, SocketAddr, u32, Health)>) -> Self {
+        Self::rebuild(entries, None)
+    }
+
+    /// Like [`HostSet::from_endpoints`], keeping the `Host` (and so its connection pool and
+    /// load counters) of every address that `previous` already had with the same weight.
+    pub fn rebuild(
+        entries: impl Iterator<Item = (u32, SocketAddr, u32, Health)>,
+        previous: Option<&HostSet>,
+    ) -> Self {
+        let known: HashMap<(SocketAddr, u32), &Arc<Host>> = previous
+            .into_iter()
+            .flat_map(|p| p.levels.iter())
+            .flat_map(|l| l.usable.hosts().iter().chain(l.degraded.hosts()))
+            .map(|h| ((h.addr, h.weight), h))
+            .collect();
         // Priority -> (usable, degraded) hosts.
         type Split = (Vec<Arc<Host>>, Vec<Arc<Host>>);
         let mut by_priority: std::collections::BTreeMap<u32, Split> = Default::default();
         for (priority, addr, weight, health) in entries {
             let level = by_priority.entry(priority).or_default();
-            let host = Arc::new(Host::new(addr, weight));
+            let host = known
+                .get(&(addr, weight))
+                .map_or_else(|| Arc::new(Host::new(addr, weight)), |h| Arc::clone(h));
             match health {
                 Health::Usable => level.0.push(host),
                 Health::Degraded => level.1.push(host),

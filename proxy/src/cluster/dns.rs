@@ -51,7 +51,10 @@ pub(super) async fn refresh(cluster: Arc<Cluster>) {
         hosts = entries_sorted.len(),
         "DNS refresh"
     );
-    cluster.set_hosts(HostSet::from_endpoints(entries_sorted.into_iter()));
+    let previous = cluster.hosts();
+    let hosts = HostSet::rebuild(entries_sorted.into_iter(), Some(&previous));
+    drop(previous);
+    cluster.set_hosts(hosts);
 }
 
 /// Re-resolves forever at the cluster's refresh rate.

@@ -160,3 +160,28 @@ async fn strict_dns_resolves_localhost() {
     dns::refresh(c.clone()).await;
     assert_eq!(c.host_addrs(), vec!["127.0.0.1:8080".parse().unwrap()]);
 }
+
+#[test]
+fn rebuilding_keeps_the_hosts_that_stay() {
+    let a: SocketAddr = "10.0.0.1:80".parse().unwrap();
+    let b: SocketAddr = "10.0.0.2:80".parse().unwrap();
+    let first =
+        HostSet::from_endpoints([(0, a, 1, Health::Usable), (0, b, 1, Health::Usable)].into_iter());
+    let second = HostSet::rebuild(
+        [(0, a, 1, Health::Usable), (0, b, 5, Health::Usable)].into_iter(),
+        Some(&first),
+    );
+    let find = |set: &HostSet, addr| {
+        set.levels[0]
+            .usable
+            .hosts()
+            .iter()
+            .find(|h| h.addr == addr)
+            .unwrap()
+            .clone()
+    };
+    // Same address and weight: the same host, pool and all.
+    assert!(Arc::ptr_eq(&find(&first, a), &find(&second, a)));
+    // A new weight is a new host.
+    assert!(!Arc::ptr_eq(&find(&first, b), &find(&second, b)));
+}

@@ -316,17 +316,25 @@ impl RouteConfig {
     }
 }
 
-#[cfg(test)]
 impl RouteConfig {
-    /// Parses and converts a `RouteConfiguration` written in YAML, panicking on any error.
-    pub(crate) fn from_yaml_for_tests(yaml: &str) -> Self {
-        let schema = super::Schema::load();
-        let proto: XdsRouteConfig = schema
-            .parse(yaml, super::Format::Yaml)
-            .unwrap_or_else(|e| panic!("{e}"));
+    /// Parses and converts a `RouteConfiguration` document (YAML or JSON). Cluster references
+    /// are not checked: the clusters are not known here.
+    pub fn from_text(
+        schema: &super::Schema,
+        text: &str,
+        format: super::Format,
+    ) -> Result<Self, super::ConfigErrors> {
+        let proto: XdsRouteConfig = schema.parse(text, format)?;
         let mut ctx = Ctx::default();
         let rc = Self::convert(&mut ctx, &Path::root(), &proto, None);
-        ctx.finish(rc).unwrap_or_else(|e| panic!("{e}"))
+        ctx.finish(rc)
+    }
+
+    /// [`RouteConfig::from_text`] for YAML written in tests, panicking on any error.
+    #[cfg(test)]
+    pub(crate) fn from_yaml_for_tests(yaml: &str) -> Self {
+        Self::from_text(&super::Schema::load(), yaml, super::Format::Yaml)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 }
 

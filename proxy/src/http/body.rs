@@ -74,19 +74,15 @@ impl Body for ProxyBody {
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Stream(s) => {
                 let polled = Pin::new(&mut s.inner).poll_frame(cx);
-                match &polled {
-                    Poll::Ready(None) => {
-                        if let Some(f) = s.on_end.take() {
-                            f();
-                        }
-                    }
-                    Poll::Ready(Some(Ok(frame))) if frame.is_trailers() => {
-                        // Trailers end the body; the next poll would return None.
-                        if let Some(f) = s.on_end.take() {
-                            f();
-                        }
-                    }
-                    _ => {}
+                let ended = match &polled {
+                    Poll::Ready(None) => true,
+                    // Trailers end the body; so does the last byte of a sized body: callers
+                    // stop polling once `is_end_stream` says so, and never see the `None`.
+                    Poll::Ready(Some(Ok(frame))) => frame.is_trailers() || s.inner.is_end_stream(),
+                    _ => false,
+                };
+                if ended && let Some(f) = s.on_end.take() {
+                    f();
                 }
                 polled.map(|o| o.map(|r| r.map_err(Into::into)))
             }

@@ -62,6 +62,8 @@ pub struct HostPool {
     addr: SocketAddr,
     idle_h1: Mutex<Vec<IdleH1>>,
     h2: Mutex<Option<http2::SendRequest<Incoming>>>,
+    /// Held while an HTTP/2 connection is being opened, so concurrent requests share it.
+    h2_connecting: tokio::sync::Mutex<()>,
 }
 
 #[derive(Debug)]
@@ -82,6 +84,7 @@ impl HostPool {
             addr,
             idle_h1: Mutex::new(Vec::new()),
             h2: Mutex::new(None),
+            h2_connecting: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -110,15 +113,16 @@ impl HostPool {
                 }
             }
             UpstreamProtocol::Http2 => {
-                let existing = self
-                    .h2
-                    .lock()
-                    .expect("pool lock is never poisoned")
-                    .clone()
-                    .filter(|s| !s.is_closed());
-                let mut sender = match existing {
+                let mut sender = match self.live_h2() {
                     Some(s) => s,
-                    None => self.connect_h2(settings).await?,
+                    None => {
+                        // One opener at a time; the others wait and share its connection.
+                        let _opening = self.h2_connecting.lock().await;
+                        match self.live_h2() {
+                            Some(s) => s,
+                            None => self.connect_h2(settings).await?,
+                        }
+                    }
                 };
                 let resp = match sender.try_send_request(req).await {
                     Ok(resp) => resp,
@@ -132,6 +136,14 @@ impl HostPool {
                 Ok(resp.map(|b| ProxyBody::stream(b, None)))
             }
         }
+    }
+
+    fn live_h2(&self) -> Option<http2::SendRequest<Incoming>> {
+        self.h2
+            .lock()
+            .expect("pool lock is never poisoned")
+            .clone()
+            .filter(|s| !s.is_closed())
     }
 
     fn take_idle(&self, max_idle: Option<Duration>) -> Option<http1::SendRequest<Incoming>> {
