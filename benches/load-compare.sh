@@ -91,7 +91,7 @@ sed "s/PORT/$envoy_port/" "$work/envoy-skiff.yaml" > "$work/envoy.yaml"
 cat > "$work/haproxy.cfg" <<CFG
 global
   nbthread 1
-  maxconn 20000
+  maxconn 4096
 defaults
   mode http
   timeout connect 5s

@@ -50,31 +50,35 @@ pub async fn handle(
     snapshot: &Snapshot,
 ) -> (Response<ProxyBody>, Outcome) {
     let config = &mgr.config;
-    let authority = request_authority(&req).unwrap_or_default();
+    // Cheap handles (reference-counted bytes) on the parts routing reads, so the request can
+    // be changed while they are in use.
+    let uri = req.uri().clone();
+    let host_header = req.headers().get(header::HOST).cloned();
+    let authority = uri
+        .authority()
+        .map(Authority::as_str)
+        .or_else(|| host_header.as_ref().and_then(|h| h.to_str().ok()))
+        .unwrap_or("");
     let host_for_routing = match config.strip_port {
-        StripPort::None => authority.as_str(),
-        StripPort::Any => strip_port(&authority),
+        StripPort::None => authority,
+        StripPort::Any => strip_port(authority),
         StripPort::Matching => {
-            let stripped = strip_port(&authority);
-            let port = &authority[stripped.len()..].trim_start_matches(':');
+            let stripped = strip_port(authority);
+            let port = authority[stripped.len()..].trim_start_matches(':');
             if port.parse::<u16>().ok() == Some(conn.destination.port()) {
                 stripped
             } else {
-                authority.as_str()
+                authority
             }
         }
     };
-    let path = req
-        .uri()
-        .path_and_query()
-        .map_or("/", PathAndQuery::as_str)
-        .to_string();
+    let path = uri.path_and_query().map_or("/", PathAndQuery::as_str);
     prepare_request_headers(req.headers_mut(), conn, mgr);
 
     let decision = mgr.routes.route(&RequestFacts {
         method: req.method(),
         authority: host_for_routing,
-        path: &path,
+        path,
         headers: req.headers(),
     });
     let (vh, route) = match decision {
@@ -83,27 +87,11 @@ pub async fn handle(
     };
     match &route.action {
         RouteActionKind::Direct(d) => direct(mgr, &req, vh, route, d),
-        RouteActionKind::Redirect(r) => redirect(mgr, &req, vh, route, r, &authority, &path),
+        RouteActionKind::Redirect(r) => redirect(mgr, &req, vh, route, r, authority, path),
         RouteActionKind::Forward(action) => {
-            forward(
-                req, conn, mgr, snapshot, vh, route, action, &authority, &path,
-            )
-            .await
+            forward(req, conn, mgr, snapshot, vh, route, action, authority, path).await
         }
     }
-}
-
-/// Host (HTTP/1) or :authority (HTTP/2 and absolute-form requests).
-fn request_authority(req: &Request<Incoming>) -> Option<String> {
-    req.uri()
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-        })
 }
 
 /// The connection manager's own request headers: forwarding headers and the request id.
@@ -147,9 +135,31 @@ fn local(
     )
 }
 
-fn echo_request_id(mgr: &HttpManager, req: &HeaderMap, resp: &mut HeaderMap) {
+/// Where a request's `x-request-id` can be read from: its headers, or the value kept after
+/// the request was sent.
+trait RequestIdSource {
+    fn request_id(&self) -> Option<&HeaderValue>;
+}
+
+impl RequestIdSource for HeaderMap {
+    fn request_id(&self) -> Option<&HeaderValue> {
+        self.get(X_REQUEST_ID)
+    }
+}
+
+/// The request id kept from a request that has been sent upstream.
+#[derive(Clone, Copy)]
+struct RequestId<'a>(Option<&'a HeaderValue>);
+
+impl RequestIdSource for RequestId<'_> {
+    fn request_id(&self) -> Option<&HeaderValue> {
+        self.0
+    }
+}
+
+fn echo_request_id(mgr: &HttpManager, req: &impl RequestIdSource, resp: &mut HeaderMap) {
     if mgr.config.always_set_request_id_in_response
-        && let Some(id) = req.get(X_REQUEST_ID)
+        && let Some(id) = req.request_id()
     {
         resp.insert(X_REQUEST_ID, id.clone());
     }
@@ -379,7 +389,9 @@ async fn forward(
     };
 
     // Request headers: hop-by-hop, the route's edits, rewrites, Envoy's router headers.
-    let request_headers = req.headers().clone();
+    // Only the request id is needed once the request has gone upstream (for echoing it).
+    let request_id = req.headers().get(X_REQUEST_ID).cloned();
+    let request_headers = RequestId(request_id.as_ref());
     {
         let h = req.headers_mut();
         headers::strip_hop_by_hop(h, upgrading);
@@ -495,7 +507,7 @@ struct Routed<'a> {
 impl Routed<'_> {
     fn reply(
         &self,
-        request_headers: &HeaderMap,
+        request_headers: &impl RequestIdSource,
         status: Option<StatusCode>,
         flag: ResponseFlag,
         cluster: Option<Arc<str>>,
