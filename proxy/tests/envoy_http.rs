@@ -17,7 +17,9 @@ fn backend(name: &str) -> Nginx {
                 custom=$http_x_custom route=$http_x_req_route vhost=$http_x_req_vhost \
                 rc=$http_x_req_rc weighted=$http_x_req_weighted removed=$http_x_remove_me \
                 orig_path=$http_x_envoy_original_path timeout=$http_x_envoy_expected_rq_timeout_ms \
-                te=$http_te upgrade=$http_upgrade\\n";
+                te=$http_te upgrade=$http_upgrade xff=$http_x_forwarded_for \
+                external=$http_x_envoy_external_address retry_on=$http_x_envoy_retry_on \
+                envoy_internal=$http_x_envoy_internal envoy_other=$http_x_envoy_other\\n";
     let nginx = Nginx::start(
         &root.0,
         &format!(
@@ -197,6 +199,21 @@ fn bootstrap(
               response_headers_to_add: [{{header: {{key: x-resp-vhost, value: vhost}}}}]
               routes:
 {routes}
+  - name: edge
+    address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: edge
+          use_remote_address: true
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+          route_config:
+            name: edge
+            virtual_hosts: [{{name: all, domains: ["*"], routes: [{{match: {{prefix: /}}, route: {{cluster: a}}}}]}}]
   clusters:
 {a}{b}{c}{silent}{dead}  - name: empty
     type: STATIC
@@ -223,6 +240,8 @@ struct Case {
     what: &'static str,
     request: String,
     compare: Compare,
+    /// The listener the request goes to.
+    listener: &'static str,
 }
 
 fn get(what: &'static str, host: &str, path: &str, headers: &[(&str, &str)]) -> Case {
@@ -246,7 +265,14 @@ fn req(
         what,
         request: r,
         compare,
+        listener: "http",
     }
+}
+
+/// The same request, sent to the `use_remote_address: true` listener.
+fn edge(mut c: Case) -> Case {
+    c.listener = "edge";
+    c
 }
 
 /// The parts of a response that must agree between the two proxies.
@@ -288,10 +314,11 @@ fn project(raw: &str, compare: Compare) -> String {
 }
 
 fn normalize_body(body: &str) -> String {
-    // The request id is random; keep only whether one was sent upstream.
+    // A generated request id is random: keep only that one was generated. A client's id
+    // ("client-id" in these tests) is kept as it is, to tell kept from replaced.
     body.split(' ')
         .map(|w| match w.strip_prefix("rid=") {
-            Some(id) if !id.is_empty() => "rid=<present>",
+            Some(id) if !id.is_empty() && !id.starts_with("client-id") => "rid=<generated>",
             _ => w,
         })
         .collect::<Vec<_>>()
@@ -377,7 +404,12 @@ fn http_routing_matches_envoy() {
         get("hop-by-hop headers are not forwarded", "h", "/plain", &[("te", "gzip"), ("keep-alive", "timeout=5")]),
         get("te: trailers is forwarded", "h", "/plain", &[("te", "trailers")]),
         get("client x-forwarded-proto is kept", "h", "/plain", &[("x-forwarded-proto", "https")]),
-        get("client x-request-id is kept", "h", "/plain", &[("x-request-id", "abc")]),
+        get("client x-request-id is kept", "h", "/plain", &[("x-request-id", "client-id")]),
+        get("client x-forwarded-for is kept", "h", "/plain", &[("x-forwarded-for", "1.2.3.4")]),
+        get("internal-only x-envoy headers are dropped", "h", "/plain", &[("x-envoy-retry-on", "5xx"), ("x-envoy-internal", "true"), ("x-envoy-other", "kept")]),
+        edge(get("edge: x-forwarded-for is appended", "h", "/", &[("x-forwarded-for", "1.2.3.4")])),
+        edge(get("edge: the client's request id is replaced", "h", "/", &[("x-request-id", "client-id")])),
+        edge(get("edge: external address and internal-only headers", "h", "/", &[("x-envoy-retry-on", "5xx"), ("x-envoy-external-address", "6.6.6.6")])),
         get("upgrade not allowed", "h", "/ws", &[("connection", "upgrade"), ("upgrade", "websocket")]),
     ];
 
@@ -392,6 +424,7 @@ fn http_routing_matches_envoy() {
         let addr = proxy.listener("http");
         let mut got = Vec::new();
         for case in &cases {
+            let addr = proxy.listener(case.listener);
             let request = if case.what == "POST with a body" {
                 format!("{}hello", case.request)
             } else {

@@ -95,15 +95,33 @@ pub async fn handle(
 }
 
 /// The connection manager's own request headers: forwarding headers and the request id.
+///
+/// As Envoy 1.40 with its default `internal_address_config`, no client counts as internal: the
+/// `x-envoy-*` headers only Envoy may set are dropped, and with `use_remote_address` the request
+/// is an edge request (its id is replaced unless `preserve_external_request_id`).
 fn prepare_request_headers(h: &mut HeaderMap, conn: &ConnInfo, mgr: &HttpManager) {
     let config = &mgr.config;
     // Client certificate details are never trusted from the client (SANITIZE).
     h.remove(headers::X_FORWARDED_CLIENT_CERT);
+    headers::strip_envoy_internal(h);
+    let client = crate::config::canonical(conn.client.ip());
     if config.use_remote_address {
         if !config.skip_xff_append {
-            headers::append_xff(h, crate::config::canonical(conn.client.ip()));
+            // Envoy records a loopback client as this host's own address.
+            let shown = if client.is_loopback() {
+                headers::host_address().unwrap_or(client)
+            } else {
+                client
+            };
+            headers::append_xff(h, shown);
         }
         h.insert(headers::X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        if let Ok(v) = HeaderValue::from_str(&client.to_string()) {
+            h.insert(headers::X_ENVOY_EXTERNAL_ADDRESS, v);
+        }
+        if config.generate_request_id && !config.preserve_external_request_id {
+            h.insert(X_REQUEST_ID, headers::request_id());
+        }
     } else if !h.contains_key(headers::X_FORWARDED_PROTO) {
         h.insert(headers::X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     }
@@ -398,9 +416,12 @@ async fn forward(
         edit_request(mgr, vh, route, weighted, h);
         if let Some(t) = action.timeout
             && !config.router.suppress_envoy_headers
-            && let Ok(v) = HeaderValue::from_str(&t.as_millis().to_string())
         {
-            h.insert(headers::X_ENVOY_EXPECTED_RQ_TIMEOUT_MS, v);
+            let ms = u64::try_from(t.as_millis()).unwrap_or(u64::MAX);
+            h.insert(
+                headers::X_ENVOY_EXPECTED_RQ_TIMEOUT_MS,
+                HeaderValue::from(ms),
+            );
         }
     }
     let new_path = rewrite_path(route, action, path);
@@ -473,10 +494,11 @@ async fn forward(
         ServerHeader::AppendIfAbsent | ServerHeader::PassThrough => {}
     }
     if !config.router.suppress_envoy_headers {
-        let ms = started.elapsed().as_millis().to_string();
-        if let Ok(v) = HeaderValue::from_str(&ms) {
-            h.insert(headers::X_ENVOY_UPSTREAM_SERVICE_TIME, v);
-        }
+        let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        h.insert(
+            headers::X_ENVOY_UPSTREAM_SERVICE_TIME,
+            HeaderValue::from(ms),
+        );
     }
     edit_response(mgr, vh, route, weighted, h);
     echo_request_id(mgr, &request_headers, h);

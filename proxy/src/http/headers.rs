@@ -26,6 +26,69 @@ pub const X_ENVOY_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-o
 /// `x-envoy-external-address`.
 pub const X_ENVOY_EXTERNAL_ADDRESS: HeaderName =
     HeaderName::from_static("x-envoy-external-address");
+/// `x-envoy-internal`.
+pub const X_ENVOY_INTERNAL: HeaderName = HeaderName::from_static("x-envoy-internal");
+
+/// Request headers that only Envoy itself may set: a client's values are dropped, as Envoy drops
+/// them from requests it does not consider internal (with its default, no address is internal).
+const ENVOY_INTERNAL_ONLY: [HeaderName; 16] = [
+    HeaderName::from_static("x-envoy-decorator-operation"),
+    HeaderName::from_static("x-envoy-downstream-service-cluster"),
+    HeaderName::from_static("x-envoy-downstream-service-node"),
+    HeaderName::from_static("x-envoy-expected-rq-timeout-ms"),
+    HeaderName::from_static("x-envoy-external-address"),
+    HeaderName::from_static("x-envoy-force-trace"),
+    HeaderName::from_static("x-envoy-internal"),
+    HeaderName::from_static("x-envoy-ip-tags"),
+    HeaderName::from_static("x-envoy-max-retries"),
+    HeaderName::from_static("x-envoy-retriable-header-names"),
+    HeaderName::from_static("x-envoy-retriable-status-codes"),
+    HeaderName::from_static("x-envoy-retry-grpc-on"),
+    HeaderName::from_static("x-envoy-retry-on"),
+    HeaderName::from_static("x-envoy-upstream-alt-stat-name"),
+    HeaderName::from_static("x-envoy-upstream-rq-per-try-timeout-ms"),
+    HeaderName::from_static("x-envoy-upstream-rq-timeout-ms"),
+];
+
+/// Removes the `x-envoy-*` request headers a client may not set.
+pub fn strip_envoy_internal(headers: &mut HeaderMap) {
+    for name in &ENVOY_INTERNAL_ONLY {
+        headers.remove(name);
+    }
+}
+
+/// The address Envoy writes into `x-forwarded-for` for a client on loopback: this host's
+/// first non-loopback address (IPv4 first), found once.
+pub fn host_address() -> Option<std::net::IpAddr> {
+    static ADDR: std::sync::OnceLock<Option<std::net::IpAddr>> = std::sync::OnceLock::new();
+    *ADDR.get_or_init(|| {
+        let addrs: Vec<std::net::IpAddr> = nix::ifaddrs::getifaddrs()
+            .ok()?
+            .filter(|i| {
+                i.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP)
+                    && !i
+                        .flags
+                        .contains(nix::net::if_::InterfaceFlags::IFF_LOOPBACK)
+            })
+            .filter_map(|i| {
+                let a = i.address?;
+                a.as_sockaddr_in()
+                    .map(|v4| std::net::IpAddr::V4(v4.ip()))
+                    .or_else(|| a.as_sockaddr_in6().map(|v6| std::net::IpAddr::V6(v6.ip())))
+            })
+            .filter(|ip| {
+                !ip.is_loopback()
+                    && !matches!(ip, std::net::IpAddr::V6(v6) if v6.is_unicast_link_local())
+            })
+            .collect();
+        addrs
+            .iter()
+            .find(|ip| ip.is_ipv4())
+            .or_else(|| addrs.first())
+            .copied()
+    })
+}
+
 /// `keep-alive`.
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 /// `proxy-connection`.

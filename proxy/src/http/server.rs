@@ -24,18 +24,21 @@ pub async fn serve(
             let mgr = mgr.clone();
             let snapshot = snapshot.clone();
             async move {
-                let method = req.method().clone();
-                let path = req.uri().path().to_string();
+                // Copy what the log line needs only when it will be written.
+                let logged = tracing::enabled!(tracing::Level::DEBUG)
+                    .then(|| (req.method().clone(), req.uri().path().to_string()));
                 let (resp, outcome) = forward::handle(req, &conn, &mgr, &snapshot).await;
-                tracing::debug!(
-                    client = %conn.client,
-                    %method,
-                    path,
-                    status = outcome.status.as_u16(),
-                    cluster = ?outcome.cluster,
-                    flag = ?outcome.flag.map(crate::flags::ResponseFlag::short),
-                    "http request done"
-                );
+                if let Some((method, path)) = logged {
+                    tracing::debug!(
+                        client = %conn.client,
+                        %method,
+                        path,
+                        status = outcome.status.as_u16(),
+                        cluster = ?outcome.cluster,
+                        flag = ?outcome.flag.map(crate::flags::ResponseFlag::short),
+                        "http request done"
+                    );
+                }
                 Ok::<_, Infallible>(resp)
             }
         })
