@@ -547,11 +547,7 @@ async fn upstream_garbage_is_a_502_with_upe() {
     )
     .await;
     assert!(resp.starts_with("HTTP/1.1 502"), "{resp}");
-    assert!(
-        proxy.log().contains("flag=Some(\"UPE\")"),
-        "{}",
-        proxy.log()
-    );
+    assert!(proxy.logs("flag=Some(\"UPE\")"), "{}", proxy.log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -575,7 +571,7 @@ async fn upstream_reset_before_headers_is_a_503_with_ur() {
     )
     .await;
     assert!(resp.starts_with("HTTP/1.1 503"), "{resp}");
-    assert!(proxy.log().contains("flag=Some(\"UR\")"), "{}", proxy.log());
+    assert!(proxy.logs("flag=Some(\"UR\")"), "{}", proxy.log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

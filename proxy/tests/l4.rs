@@ -262,7 +262,7 @@ async fn a_cluster_without_endpoints_closes_the_connection() {
         .expect("closed promptly")
         .unwrap_or(0);
     assert_eq!(n, 0);
-    assert!(proxy.log().contains("flag=Some(\"UH\")"), "{}", proxy.log());
+    assert!(proxy.logs("flag=Some(\"UH\")"), "{}", proxy.log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -280,7 +280,7 @@ async fn connect_failure_closes_the_downstream_with_uf() {
         .expect("closed promptly")
         .unwrap_or(0);
     assert_eq!(n, 0);
-    assert!(proxy.log().contains("flag=Some(\"UF\")"), "{}", proxy.log());
+    assert!(proxy.logs("flag=Some(\"UF\")"), "{}", proxy.log());
 }
 
 /// Listener filters that route by what the client sends: TLS SNI, ALPN, or plaintext HTTP.

@@ -205,6 +205,21 @@ impl Proxy {
         std::fs::read_to_string(self.dir.path("proxy.log")).unwrap_or_default()
     }
 
+    /// Whether the log comes to contain `needle` within a few seconds. Per-connection lines are
+    /// written when a connection ends, a moment after the client sees it end.
+    pub fn logs(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if self.log().contains(needle) {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
