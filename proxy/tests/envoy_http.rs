@@ -120,6 +120,10 @@ fn bootstrap(
             "route: {cluster: c, host_rewrite_literal: rewritten.test}",
         ),
         route(
+            "{safe_regex: {regex: \"/rxp/[a-z]+\"}}",
+            "route: {cluster: c, prefix_rewrite: /flat}",
+        ),
+        route(
             "{prefix: /weighted}",
             "route: {weighted_clusters: {clusters: [{name: a, weight: 1}, {name: b, weight: 3, request_headers_to_add: [{header: {key: x-req-weighted, value: b}}]}]}}",
         ),
@@ -382,6 +386,7 @@ fn http_routing_matches_envoy() {
         get("prefix rewrite", "h", "/rewrite/a/b?q=1", &[]),
         get("prefix rewrite to /", "h", "/strip/x", &[]),
         get("regex rewrite", "h", "/rx/one/two", &[]),
+        get("prefix rewrite of a regex match", "h", "/rxp/abc?q=1", &[]),
         get("host rewrite", "h", "/hostlit", &[]),
         get("cluster header", "h", "/header-cluster", &[("x-cluster", "c")]),
         req("cluster header unknown", "GET", "h", "/header-cluster", &[("x-cluster", "nope")], Compare::NoBody),

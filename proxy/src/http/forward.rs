@@ -341,12 +341,14 @@ fn redirect_host(authority: &str, scheme: &str, request_proto: &str, new_port: b
 }
 
 /// How much of the path a prefix-style match consumed (for prefix rewrites).
+/// For a regex match Envoy counts the whole path (without its query) as matched.
 fn matched_prefix_len(route: &Route, path: &str) -> usize {
     use crate::config::PathMatch;
     match &route.matcher.path {
-        PathMatch::Prefix(p) | PathMatch::SeparatedPrefix(p) => p.len().min(path.len()),
-        PathMatch::Path(p) => p.len().min(path.len()),
-        PathMatch::Regex(_) => 0,
+        PathMatch::Prefix(p) | PathMatch::SeparatedPrefix(p) | PathMatch::Path(p) => {
+            p.len().min(path.len())
+        }
+        PathMatch::Regex(_) => path_only(path).len(),
     }
 }
 
