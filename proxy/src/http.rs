@@ -11,6 +11,7 @@ mod local_reply;
 pub mod pool;
 pub mod route;
 mod server;
+pub mod timers;
 
 use std::{net::SocketAddr, sync::Arc};
 

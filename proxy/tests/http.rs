@@ -614,3 +614,177 @@ async fn a_client_leaving_mid_body_cancels_the_upstream_request() {
         "the upstream got a complete body: {total}"
     );
 }
+
+/// A backend that answers each request with headers promising `len` bytes, sends `first` of
+/// them, then goes silent.
+async fn stalling_backend(len: usize, first: usize) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if s.read(&mut b).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(b[0]);
+                }
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n{}",
+                    "x".repeat(first)
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Reads a response until the proxy closes it; returns (text, seconds it took).
+async fn read_until_closed(addr: SocketAddr, request: &[u8]) -> (String, f64) {
+    let started = Instant::now();
+    let resp = raw(addr, request).await;
+    (resp, started.elapsed().as_secs_f64())
+}
+
+const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_route_timeout_covers_the_response_body() {
+    let up = stalling_backend(1000, 10).await;
+    let proxy = Proxy::start(&http_config(up, "", ", timeout: 1s", ""));
+    let (resp, secs) = read_until_closed(proxy.listener("http"), GET).await;
+    // The headers went out; the body was cut when the timer fired.
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.ends_with("xxxxxxxxxx"), "{resp}");
+    assert!((0.9..5.0).contains(&secs), "closed after {secs}s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_upstream_is_a_504_after_the_stream_idle_timeout() {
+    // Accepts and reads, never answers.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let up = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in l.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let proxy = Proxy::start(&http_config(
+        up,
+        "stream_idle_timeout: 1s",
+        ", timeout: 0s",
+        "",
+    ));
+    let (resp, secs) = read_until_closed(proxy.listener("http"), GET).await;
+    assert!(resp.starts_with("HTTP/1.1 504"), "{resp}");
+    assert!(resp.ends_with("stream timeout"), "{resp}");
+    assert!((0.9..5.0).contains(&secs), "{secs}s");
+    assert!(proxy.logs("flag=Some(\"SI\")"), "{}", proxy.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_idle_timeout_also_cuts_a_stalled_body_and_a_route_can_disable_it() {
+    let up = stalling_backend(1000, 10).await;
+    let proxy = Proxy::start(&http_config(
+        up,
+        "stream_idle_timeout: 1s",
+        ", timeout: 0s",
+        "",
+    ));
+    let (resp, secs) = read_until_closed(proxy.listener("http"), GET).await;
+    assert!(
+        resp.starts_with("HTTP/1.1 200") && resp.ends_with("xxxxxxxxxx"),
+        "{resp}"
+    );
+    assert!((0.9..5.0).contains(&secs), "{secs}s");
+
+    // The route's idle_timeout: 0s turns the timer off: the stall outlives it.
+    let proxy = Proxy::start(&http_config(
+        up,
+        "stream_idle_timeout: 1s",
+        ", timeout: 0s, idle_timeout: 0s",
+        "",
+    ));
+    let mut s = TcpStream::connect(proxy.listener("http")).await.unwrap();
+    s.write_all(GET).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let mut got = 0;
+    let still_open = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            let n = s.read(&mut buf[got..]).await.unwrap_or(0);
+            if n == 0 {
+                return false;
+            }
+            got += n;
+        }
+    })
+    .await
+    .is_err();
+    assert!(
+        still_open,
+        "closed although the route disabled the idle timeout"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_route_timeout_starts_when_the_request_is_complete() {
+    let (up, _) = hyper_backend(|req: Request<hyper::body::Incoming>| async move {
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        Response::new(full(format!("got {}", body.len())))
+    })
+    .await;
+    let proxy = Proxy::start(&http_config(up, "", ", timeout: 1s", ""));
+    // A slow upload: 2.5 s of body, longer than the route timeout.
+    let mut s = TcpStream::connect(proxy.listener("http")).await.unwrap();
+    s.write_all(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    for b in b"hello" {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        s.write_all(&[*b]).await.unwrap();
+    }
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(
+        out.starts_with("HTTP/1.1 200") && out.ends_with("got 5"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_timeout_and_a_stalled_upload_get_408() {
+    let (up, _) = hyper_backend(|req: Request<hyper::body::Incoming>| async move {
+        let _ = req.into_body().collect().await;
+        Response::new(full("late"))
+    })
+    .await;
+    let stalled =
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\nConnection: close\r\n\r\nabc";
+    // request_timeout: the whole request must arrive within 1 s.
+    let proxy = Proxy::start(&http_config(up, "request_timeout: 1s", "", ""));
+    let (resp, secs) = read_until_closed(proxy.listener("http"), stalled).await;
+    assert!(
+        resp.starts_with("HTTP/1.1 408") && resp.ends_with("request timeout"),
+        "{resp}"
+    );
+    assert!((0.9..5.0).contains(&secs), "{secs}s");
+    // The stream idle timeout while the client has not finished sending: 408 too.
+    let proxy = Proxy::start(&http_config(up, "stream_idle_timeout: 1s", "", ""));
+    let (resp, _) = read_until_closed(proxy.listener("http"), stalled).await;
+    assert!(
+        resp.starts_with("HTTP/1.1 408") && resp.ends_with("stream timeout"),
+        "{resp}"
+    );
+}

@@ -31,6 +31,8 @@ use super::{
     route::RouteConfig,
 };
 
+/// Envoy's `stream_idle_timeout` when unset.
+pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Envoy's downstream connection `idle_timeout` when unset.
 pub const DEFAULT_CONNECTION_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Envoy's `max_request_headers_kb` when unset.
@@ -55,11 +57,10 @@ pub struct HttpConnectionManager {
     pub max_request_headers_bytes: usize,
     /// The most request headers.
     pub max_headers_count: usize,
-    /// A stream with no activity for this long is reset; `None` never is. Only `None` (0s) is
-    /// accepted until stream idle timers exist.
+    /// A stream with no byte in either direction for this long is ended (default 5 minutes);
+    /// `None` (`0s`) never is.
     pub stream_idle_timeout: Option<Duration>,
-    /// The whole request must arrive within this; `None` has no limit. Only `None` is accepted
-    /// for now.
+    /// The whole request must arrive within this; `None` (the default) has no limit.
     pub request_timeout: Option<Duration>,
     /// The request headers must arrive within this; `None` has no limit.
     pub request_headers_timeout: Option<Duration>,
@@ -330,19 +331,12 @@ impl HttpConnectionManager {
             None => default,
             Some(d) => common::duration(ctx, &path.field(field), &d).filter(|d| !d.is_zero()),
         };
-        // Not enforced yet: refuse explicit values rather than ignore them (README, Status).
-        for (field, value) in [
-            ("stream_idle_timeout", &stream_idle_timeout),
-            ("request_timeout", &request_timeout),
-        ] {
-            if value
-                .as_ref()
-                .is_some_and(|d| d.seconds != 0 || d.nanos != 0)
-            {
-                ctx.error(&path.field(field), "not supported by Skiff yet (only 0s)");
-            }
-        }
-        let stream_idle_timeout = dur(ctx, "stream_idle_timeout", stream_idle_timeout, None);
+        let stream_idle_timeout = dur(
+            ctx,
+            "stream_idle_timeout",
+            stream_idle_timeout,
+            Some(DEFAULT_STREAM_IDLE_TIMEOUT),
+        );
         let request_timeout = dur(ctx, "request_timeout", request_timeout, None);
         let request_headers_timeout = dur(
             ctx,

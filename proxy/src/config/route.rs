@@ -123,8 +123,10 @@ pub struct RouteAction {
     pub regex_rewrite: Option<(Regex, String)>,
     /// How the Host header is rewritten.
     pub host_rewrite: HostRewrite,
-    /// The whole upstream request must finish within this; `None` never times out.
+    /// From the end of the request to the end of the response; `None` never times out.
     pub timeout: Option<Duration>,
+    /// Overrides the stream idle timeout: `Some(None)` disables it for this route.
+    pub idle_timeout: Option<Option<Duration>>,
     /// Upgrades (`websocket`, `CONNECT`, ...) this route allows, lowercase.
     pub upgrades: Vec<String>,
 }
@@ -822,8 +824,10 @@ impl RouteAction {
             None => Some(DEFAULT_ROUTE_TIMEOUT),
             Some(d) => common::duration(ctx, &path.field("timeout"), d).filter(|d| !d.is_zero()),
         };
-        // Per-stream idle timers do not exist yet: refuse rather than ignore.
-        reject_unsupported!(ctx, path, idle_timeout);
+        // Unset: the connection manager's stream idle timeout; 0s: none for this route.
+        let idle_timeout = idle_timeout.as_ref().map(|d| {
+            common::duration(ctx, &path.field("idle_timeout"), d).filter(|d| !d.is_zero())
+        });
         let mut upgrades = Vec::new();
         for (i, u) in upgrade_configs.iter().enumerate() {
             let up = path.field("upgrade_configs").index(i);
@@ -841,6 +845,7 @@ impl RouteAction {
             regex_rewrite,
             host_rewrite,
             timeout,
+            idle_timeout,
             upgrades,
         })
     }

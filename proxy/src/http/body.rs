@@ -4,13 +4,18 @@
 //! Hot path: polled for every frame of every proxied response; no allocation per frame.
 
 use std::{
+    future::Future,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
 };
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
+
+use super::timers::{Expired, StreamTimers};
 
 /// Errors a proxied body can end with.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -26,11 +31,35 @@ pub enum ProxyBody {
     Stream(StreamBody),
 }
 
-/// A streamed body and what to do at its end (return a connection to its pool, stop a timer).
+/// A streamed body and what to do at its end (return a connection to its pool), with the
+/// stream's timers when it has any.
 pub struct StreamBody {
     inner: Incoming,
     on_end: Option<Box<dyn FnOnce() + Send + Sync>>,
+    timed: Option<Timed>,
 }
+
+/// Which way a timed body flows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// The request body, from the client: its end starts the route timeout.
+    Request,
+    /// The response body, to the client.
+    Response,
+}
+
+/// A body's view of its stream's timers: it records activity, and fails when a timer fires.
+struct Timed {
+    timers: Arc<StreamTimers>,
+    direction: Direction,
+    sleep: Pin<Box<Sleep>>,
+    armed: Option<Instant>,
+}
+
+/// A stream ended by one of its timers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("stream timeout: {0:?}")]
+pub struct StreamTimeout(pub Expired);
 
 impl std::fmt::Debug for StreamBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -57,7 +86,27 @@ impl ProxyBody {
     /// A streamed body; `on_end` runs once it has been read to its end (not if it is dropped
     /// or fails first).
     pub fn stream(inner: Incoming, on_end: Option<Box<dyn FnOnce() + Send + Sync>>) -> Self {
-        ProxyBody::Stream(StreamBody { inner, on_end })
+        ProxyBody::Stream(StreamBody {
+            inner,
+            on_end,
+            timed: None,
+        })
+    }
+
+    /// Puts a streamed body under its stream's timers (no effect on other bodies, or when the
+    /// stream has no timer).
+    pub fn timed(mut self, timers: &Arc<StreamTimers>, direction: Direction) -> Self {
+        if let ProxyBody::Stream(s) = &mut self
+            && !timers.is_empty()
+        {
+            s.timed = Some(Timed {
+                timers: timers.clone(),
+                direction,
+                sleep: Box::pin(tokio::time::sleep_until(Instant::now())),
+                armed: None,
+            });
+        }
+        self
     }
 }
 
@@ -84,6 +133,22 @@ impl Body for ProxyBody {
                 if ended && let Some(f) = s.on_end.take() {
                     f();
                 }
+                if let Some(t) = &mut s.timed {
+                    match &polled {
+                        Poll::Ready(Some(Ok(_)) | None) => {
+                            t.timers.touch();
+                            if ended && t.direction == Direction::Request {
+                                t.timers.request_done();
+                            }
+                        }
+                        Poll::Pending => {
+                            if let Err(expired) = t.poll_timers(cx) {
+                                return Poll::Ready(Some(Err(Box::new(StreamTimeout(expired)))));
+                            }
+                        }
+                        Poll::Ready(Some(Err(_))) => {}
+                    }
+                }
                 polled.map(|o| o.map(|r| r.map_err(Into::into)))
             }
         }
@@ -103,6 +168,28 @@ impl Body for ProxyBody {
             ProxyBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ProxyBody::Full(None) => SizeHint::with_exact(0),
             ProxyBody::Stream(s) => s.inner.size_hint(),
+        }
+    }
+}
+
+// === impl Timed ===
+
+impl Timed {
+    /// While the body waits: fails if a timer has fired, else makes sure the task wakes at the
+    /// next deadline (the sleep is only moved when the deadline changed).
+    fn poll_timers(&mut self, cx: &mut Context<'_>) -> Result<(), Expired> {
+        loop {
+            let Some(deadline) = self.timers.check(Instant::now())? else {
+                return Ok(());
+            };
+            if self.armed != Some(deadline) {
+                self.sleep.as_mut().reset(deadline);
+                self.armed = Some(deadline);
+            }
+            if self.sleep.as_mut().poll(cx).is_pending() {
+                return Ok(());
+            }
+            // The deadline passed between the check and now: check again.
         }
     }
 }

@@ -13,11 +13,12 @@ use hyper::body::Incoming;
 
 use super::{
     ConnInfo, HttpManager,
-    body::ProxyBody,
+    body::{Direction, ProxyBody},
     headers::{self, X_REQUEST_ID},
     local_reply::LocalReply,
     pool::{ConnectSettings, SendError, UpstreamProtocol},
     route::{Decision, RequestFacts, path_only, strip_port},
+    timers::{Expired, StreamTimers},
 };
 use crate::{
     addr::OrigDst,
@@ -461,25 +462,44 @@ async fn forward(
         idle_timeout: cluster.config.upstream_idle_timeout,
         keepalive: cluster.config.tcp_keepalive,
     };
+    // The stream's timers: the route timeout from the end of the request, the stream idle
+    // timeout (the route's, else the connection manager's), and the whole-request timeout.
+    let timers = Arc::new(StreamTimers::new(
+        action.timeout,
+        action.idle_timeout.unwrap_or(config.stream_idle_timeout),
+        config.request_timeout,
+    ));
+    let req = req.map(|b| {
+        if http_body::Body::is_end_stream(&b) {
+            timers.request_done();
+        }
+        ProxyBody::stream(b, None).timed(&timers, Direction::Request)
+    });
     let started = Instant::now();
     let send = host.host().pool.send(req, protocol, &settings);
-    let sent = match action.timeout {
-        Some(t) => match tokio::time::timeout(t, send).await {
-            Ok(r) => r,
-            Err(_) => {
-                let flag = ResponseFlag::UpstreamRequestTimeout;
-                return routed.reply(&request_headers, None, flag, Some(cluster_name));
-            }
-        },
-        None => send.await,
+    let sent = match with_timers(send, &timers).await {
+        Ok(sent) => sent,
+        Err(expired) => {
+            let reply = timeout_reply(expired, &timers);
+            return routed.local(&request_headers, reply, Some(cluster_name));
+        }
     };
-    let mut resp = match sent {
+    let resp = match sent {
         Ok(resp) => resp,
         Err(e) => {
+            // A request body cut by its own timer fails the send: report the timer.
+            if let Err(expired) = timers.check(tokio::time::Instant::now()) {
+                let reply = timeout_reply(expired, &timers);
+                return routed.local(&request_headers, reply, Some(cluster_name));
+            }
             let flag = send_error_flag(&e);
             tracing::debug!(upstream = %host.host().addr, cluster = %cluster_name, error = %e, flag = flag.short(), "upstream request failed");
             return routed.reply(&request_headers, None, flag, Some(cluster_name));
         }
+    };
+    let mut resp = {
+        let (parts, body) = resp.into_parts();
+        Response::from_parts(parts, body.timed(&timers, Direction::Response))
     };
 
     // The response: hop-by-hop, server, service time, edits.
@@ -529,6 +549,27 @@ struct Routed<'a> {
 }
 
 impl Routed<'_> {
+    /// Sends `reply` with the route's response header edits.
+    fn local(
+        &self,
+        request_headers: &impl RequestIdSource,
+        reply: LocalReply,
+        cluster: Option<Arc<str>>,
+    ) -> (Response<ProxyBody>, Outcome) {
+        let (status, flag) = (reply.status, reply.flag);
+        let mut resp = reply.into_response(&self.mgr.config.server_name);
+        edit_response(self.mgr, self.vh, self.route, None, resp.headers_mut());
+        echo_request_id(self.mgr, request_headers, resp.headers_mut());
+        (
+            resp,
+            Outcome {
+                status,
+                cluster,
+                flag,
+            },
+        )
+    }
+
     fn reply(
         &self,
         request_headers: &impl RequestIdSource,
@@ -550,6 +591,33 @@ impl Routed<'_> {
                 flag: Some(flag),
             },
         )
+    }
+}
+
+/// Waits for `send` while watching the stream's timers.
+async fn with_timers<F: std::future::Future>(
+    send: F,
+    timers: &StreamTimers,
+) -> Result<F::Output, Expired> {
+    let mut send = std::pin::pin!(send);
+    loop {
+        let Some(deadline) = timers.check(tokio::time::Instant::now())? else {
+            return Ok(send.await);
+        };
+        tokio::select! {
+            out = &mut send => return Ok(out),
+            () = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+/// Envoy's local reply for a stream ended by a timer.
+fn timeout_reply(expired: Expired, timers: &StreamTimers) -> LocalReply {
+    match expired {
+        Expired::Route => LocalReply::for_flag(ResponseFlag::UpstreamRequestTimeout),
+        // 504 when the client had sent everything (the upstream was slow), else 408.
+        Expired::Idle => LocalReply::stream_idle_timeout(timers.is_request_done()),
+        Expired::Request => LocalReply::request_timeout(),
     }
 }
 
@@ -616,8 +684,8 @@ fn upstream_hostname(
 
 /// Rewrites the request line for the upstream protocol: origin-form plus Host for HTTP/1.1,
 /// scheme and authority in the URI for HTTP/2.
-fn set_target(
-    req: &mut Request<Incoming>,
+fn set_target<B>(
+    req: &mut Request<B>,
     protocol: UpstreamProtocol,
     authority: &str,
     path: &str,

@@ -57,6 +57,29 @@ impl LocalReply {
         }
     }
 
+    /// The stream idle timeout fired: 504 once the client had sent its whole request (the
+    /// upstream was idle), else 408, as Envoy answers.
+    pub fn stream_idle_timeout(request_complete: bool) -> Self {
+        LocalReply {
+            status: if request_complete {
+                StatusCode::GATEWAY_TIMEOUT
+            } else {
+                StatusCode::REQUEST_TIMEOUT
+            },
+            body: "stream timeout",
+            flag: Some(ResponseFlag::StreamIdleTimeout),
+        }
+    }
+
+    /// `request_timeout` fired before the whole request arrived.
+    pub fn request_timeout() -> Self {
+        LocalReply {
+            status: StatusCode::REQUEST_TIMEOUT,
+            body: "request timeout",
+            flag: None,
+        }
+    }
+
     /// The response, with `server` set as the connection manager says.
     pub fn into_response(self, server: &HeaderValue) -> Response<ProxyBody> {
         let mut resp = Response::new(ProxyBody::full(self.body));

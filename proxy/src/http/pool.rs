@@ -61,14 +61,14 @@ pub enum SendError {
 pub struct HostPool {
     addr: SocketAddr,
     idle_h1: Mutex<Vec<IdleH1>>,
-    h2: Mutex<Option<http2::SendRequest<Incoming>>>,
+    h2: Mutex<Option<http2::SendRequest<ProxyBody>>>,
     /// Held while an HTTP/2 connection is being opened, so concurrent requests share it.
     h2_connecting: tokio::sync::Mutex<()>,
 }
 
 #[derive(Debug)]
 struct IdleH1 {
-    sender: http1::SendRequest<Incoming>,
+    sender: http1::SendRequest<ProxyBody>,
     since: Instant,
 }
 
@@ -92,7 +92,7 @@ impl HostPool {
     /// an HTTP/1 connection to the pool once it has been read to the end.
     pub async fn send(
         self: &Arc<Self>,
-        mut req: Request<Incoming>,
+        mut req: Request<ProxyBody>,
         protocol: UpstreamProtocol,
         settings: &ConnectSettings,
     ) -> Result<Response<ProxyBody>, SendError> {
@@ -138,7 +138,7 @@ impl HostPool {
         }
     }
 
-    fn live_h2(&self) -> Option<http2::SendRequest<Incoming>> {
+    fn live_h2(&self) -> Option<http2::SendRequest<ProxyBody>> {
         self.h2
             .lock()
             .expect("pool lock is never poisoned")
@@ -146,7 +146,7 @@ impl HostPool {
             .filter(|s| !s.is_closed())
     }
 
-    fn take_idle(&self, max_idle: Option<Duration>) -> Option<http1::SendRequest<Incoming>> {
+    fn take_idle(&self, max_idle: Option<Duration>) -> Option<http1::SendRequest<ProxyBody>> {
         let mut idle = self.idle_h1.lock().expect("pool lock is never poisoned");
         while let Some(c) = idle.pop() {
             let fresh = max_idle.is_none_or(|max| c.since.elapsed() < max);
@@ -158,7 +158,7 @@ impl HostPool {
         None
     }
 
-    fn give_back(&self, sender: http1::SendRequest<Incoming>) {
+    fn give_back(&self, sender: http1::SendRequest<ProxyBody>) {
         if !sender.is_ready() {
             return;
         }
@@ -174,7 +174,7 @@ impl HostPool {
     fn finish_h1(
         self: &Arc<Self>,
         resp: Response<Incoming>,
-        sender: http1::SendRequest<Incoming>,
+        sender: http1::SendRequest<ProxyBody>,
     ) -> Response<ProxyBody> {
         let upgrading = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS;
         if upgrading {
@@ -198,7 +198,7 @@ impl HostPool {
     async fn connect_h1(
         &self,
         settings: &ConnectSettings,
-    ) -> Result<http1::SendRequest<Incoming>, SendError> {
+    ) -> Result<http1::SendRequest<ProxyBody>, SendError> {
         let io = self.connect_tcp(settings).await?;
         let (sender, conn) = http1::Builder::new()
             .preserve_header_case(true)
@@ -217,7 +217,7 @@ impl HostPool {
     async fn connect_h2(
         &self,
         settings: &ConnectSettings,
-    ) -> Result<http2::SendRequest<Incoming>, SendError> {
+    ) -> Result<http2::SendRequest<ProxyBody>, SendError> {
         let io = self.connect_tcp(settings).await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -260,7 +260,7 @@ impl HostPool {
 
 /// The request back from a send that never left the proxy, or the error of one that did (its
 /// body may be partly sent, so it cannot be retried).
-fn unsent(mut e: TrySendError<Request<Incoming>>) -> Result<Request<Incoming>, SendError> {
+fn unsent(mut e: TrySendError<Request<ProxyBody>>) -> Result<Request<ProxyBody>, SendError> {
     match e.take_message() {
         Some(req) => Ok(req),
         None => Err(SendError::Request(e.into_error())),
