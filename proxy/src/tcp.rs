@@ -127,7 +127,7 @@ fn pick_cluster(target: &ClusterTarget) -> std::sync::Arc<str> {
 }
 
 /// Opens a connection to `addr` with the cluster's timeout and socket options.
-async fn connect(cluster: &Cluster, addr: SocketAddr) -> io::Result<TcpStream> {
+pub(crate) async fn connect(cluster: &Cluster, addr: SocketAddr) -> io::Result<TcpStream> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {

@@ -218,6 +218,22 @@ fn bootstrap(
           route_config:
             name: edge
             virtual_hosts: [{{name: all, domains: ["*"], routes: [{{match: {{prefix: /}}, route: {{cluster: a}}}}]}}]
+  - name: edge_hops
+    address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: edge_hops
+          use_remote_address: true
+          xff_num_trusted_hops: 1
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+          route_config:
+            name: edge_hops
+            virtual_hosts: [{{name: all, domains: ["*"], routes: [{{match: {{prefix: /}}, route: {{cluster: a}}}}]}}]
   clusters:
 {a}{b}{c}{silent}{dead}  - name: empty
     type: STATIC
@@ -276,6 +292,12 @@ fn req(
 /// The same request, sent to the `use_remote_address: true` listener.
 fn edge(mut c: Case) -> Case {
     c.listener = "edge";
+    c
+}
+
+/// The same request, sent to the listener that trusts one proxy hop in front of it.
+fn edge_hops(mut c: Case) -> Case {
+    c.listener = "edge_hops";
     c
 }
 
@@ -415,6 +437,8 @@ fn http_routing_matches_envoy() {
         edge(get("edge: x-forwarded-for is appended", "h", "/", &[("x-forwarded-for", "1.2.3.4")])),
         edge(get("edge: the client's request id is replaced", "h", "/", &[("x-request-id", "client-id")])),
         edge(get("edge: external address and internal-only headers", "h", "/", &[("x-envoy-retry-on", "5xx"), ("x-envoy-external-address", "6.6.6.6")])),
+        edge_hops(get("trusted hop: the client is the last x-forwarded-for entry", "h", "/", &[("x-forwarded-for", "9.9.9.9, 1.2.3.4")])),
+        edge_hops(get("trusted hop, no x-forwarded-for", "h", "/", &[])),
         get("upgrade not allowed", "h", "/ws", &[("connection", "upgrade"), ("upgrade", "websocket")]),
     ];
 

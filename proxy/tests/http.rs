@@ -788,3 +788,72 @@ async fn request_timeout_and_a_stalled_upload_get_408() {
         "{resp}"
     );
 }
+
+fn connect_config(up: SocketAddr, route_upgrades: &str) -> String {
+    format!(
+        r#"static_resources:
+  listeners:
+  - name: http
+    address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
+    filter_chains:
+    - filters:
+      - name: hcm
+        typed_config:
+          "@type": {HCM}
+          stat_prefix: t
+          http_filters: [{{name: router, typed_config: {{"@type": {ROUTER}}}}}]
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{connect_matcher: {{}}}}
+                route: {{cluster: up, timeout: 0s {route_upgrades}}}
+              - match: {{prefix: /}}
+                route: {{cluster: up}}
+  clusters:
+{}"#,
+        static_cluster("up", &[up], "")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_is_terminated_into_a_tcp_tunnel_where_the_route_says_so() {
+    let echo = echo_server().await;
+    let proxy = Proxy::start(&connect_config(
+        echo,
+        ", upgrade_configs: [{upgrade_type: CONNECT, connect_config: {}}]",
+    ));
+    let mut s = TcpStream::connect(proxy.listener("http")).await.unwrap();
+    s.write_all(b"CONNECT backend.test:443 HTTP/1.1\r\nHost: backend.test:443\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut b).await.unwrap();
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_string();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // The tunnel carries raw bytes to the upstream (an echo server) and back.
+    s.write_all(b"\x16\x03\x01 any bytes at all").await.unwrap();
+    let mut echo_back = [0u8; 20];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut echo_back))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&echo_back, b"\x16\x03\x01 any bytes at all");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_nobody_allowed_is_403_and_other_routes_never_match_it() {
+    let echo = echo_server().await;
+    let proxy = Proxy::start(&connect_config(echo, ""));
+    let resp = raw(
+        proxy.listener("http"),
+        b"CONNECT backend.test:443 HTTP/1.1\r\nHost: backend.test:443\r\n\r\n",
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 403"), "{resp}");
+}

@@ -68,6 +68,9 @@ pub struct HttpConnectionManager {
     pub idle_timeout: Option<Duration>,
     /// Trust the peer address as the client address and append it to x-forwarded-for.
     pub use_remote_address: bool,
+    /// Proxies in front of this one whose `x-forwarded-for` entries are trusted: the client is
+    /// the entry that many places from the right.
+    pub xff_num_trusted_hops: u32,
     /// Do not append to x-forwarded-for even with `use_remote_address`.
     pub skip_xff_append: bool,
     /// A `via` header value to append, if any.
@@ -253,12 +256,6 @@ impl HttpConnectionManager {
         if stat_prefix.is_empty() {
             ctx.error(&path.field("stat_prefix"), "a stat_prefix is required");
         }
-        if xff_num_trusted_hops != 0 {
-            ctx.error(
-                &path.field("xff_num_trusted_hops"),
-                format!("{xff_num_trusted_hops}: trusted hops are not supported by Skiff yet"),
-            );
-        }
         let codec = match CodecType::try_from(codec_type) {
             Ok(CodecType::Auto) => Codec::Auto,
             Ok(CodecType::Http1) => Codec::Http1,
@@ -393,6 +390,7 @@ impl HttpConnectionManager {
             request_headers_timeout,
             idle_timeout,
             use_remote_address: use_remote_address.is_some_and(|b| b.value),
+            xff_num_trusted_hops,
             skip_xff_append,
             via,
             generate_request_id: generate_request_id.is_none_or(|b| b.value),

@@ -97,6 +97,8 @@ pub enum PathMatch {
     Regex(FullRegex),
     /// The path (without its query) is this, or this followed by `/`.
     SeparatedPrefix(String),
+    /// `connect_matcher`: CONNECT requests, which no other path match matches.
+    Connect,
 }
 
 /// What a route does.
@@ -127,8 +129,11 @@ pub struct RouteAction {
     pub timeout: Option<Duration>,
     /// Overrides the stream idle timeout: `Some(None)` disables it for this route.
     pub idle_timeout: Option<Option<Duration>>,
-    /// Upgrades (`websocket`, `CONNECT`, ...) this route allows, lowercase.
+    /// Upgrades (`websocket`, `connect`, ...) this route allows, lowercase.
     pub upgrades: Vec<String>,
+    /// CONNECT requests are terminated here (`connect_config`): the proxy opens a TCP
+    /// connection to the upstream host and tunnels the request's bytes over it.
+    pub terminate_connect: bool,
 }
 
 /// How the cluster of a forwarded request is chosen.
@@ -595,10 +600,7 @@ impl RouteMatch {
                     Some(PathMatch::SeparatedPrefix(p.clone()))
                 }
             }
-            Some(PathSpecifier::ConnectMatcher(_)) => {
-                ctx.error(&path.field("connect_matcher"), "not supported by Skiff yet");
-                None
-            }
+            Some(PathSpecifier::ConnectMatcher(_)) => Some(PathMatch::Connect),
             Some(PathSpecifier::PathMatchPolicy(p)) => {
                 ctx.error(
                     &path.field("path_match_policy"),
@@ -829,12 +831,25 @@ impl RouteAction {
             common::duration(ctx, &path.field("idle_timeout"), d).filter(|d| !d.is_zero())
         });
         let mut upgrades = Vec::new();
+        let mut terminate_connect = false;
         for (i, u) in upgrade_configs.iter().enumerate() {
             let up = path.field("upgrade_configs").index(i);
-            let connect_config = &u.connect_config;
-            reject_unsupported!(ctx, &up, connect_config);
+            let kind = u.upgrade_type.to_ascii_lowercase();
+            if let Some(cc) = &u.connect_config {
+                let cp = up.field("connect_config");
+                if kind != "connect" {
+                    ctx.error(
+                        &cp,
+                        format!("only for upgrade_type CONNECT, not '{}'", u.upgrade_type),
+                    );
+                }
+                let proxy_protocol_config = &cc.proxy_protocol_config;
+                let allow_post = &cc.allow_post;
+                reject_unsupported!(ctx, &cp, proxy_protocol_config, allow_post);
+                terminate_connect = true;
+            }
             if u.enabled.as_ref().is_none_or(|b| b.value) {
-                upgrades.push(u.upgrade_type.to_ascii_lowercase());
+                upgrades.push(kind);
             }
         }
         let cluster = cluster?;
@@ -847,6 +862,7 @@ impl RouteAction {
             timeout,
             idle_timeout,
             upgrades,
+            terminate_connect,
         })
     }
 }

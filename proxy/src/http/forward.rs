@@ -107,6 +107,12 @@ fn prepare_request_headers(h: &mut HeaderMap, conn: &ConnInfo, mgr: &HttpManager
     headers::strip_envoy_internal(h);
     let client = crate::config::canonical(conn.client.ip());
     if config.use_remote_address {
+        // The client as Envoy trusts it: the peer, or with trusted hops in front, the entry
+        // that many places from the right of the x-forwarded-for received.
+        let trusted = match config.xff_num_trusted_hops {
+            0 => client,
+            hops => headers::xff_entry_from_right(h, hops as usize).unwrap_or(client),
+        };
         if !config.skip_xff_append {
             // Envoy records a loopback client as this host's own address.
             let shown = if client.is_loopback() {
@@ -117,7 +123,7 @@ fn prepare_request_headers(h: &mut HeaderMap, conn: &ConnInfo, mgr: &HttpManager
             headers::append_xff(h, shown);
         }
         h.insert(headers::X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-        if let Ok(v) = HeaderValue::from_str(&client.to_string()) {
+        if let Ok(v) = HeaderValue::from_str(&trusted.to_string()) {
             h.insert(headers::X_ENVOY_EXTERNAL_ADDRESS, v);
         }
         if config.generate_request_id && !config.preserve_external_request_id {
@@ -350,6 +356,7 @@ fn matched_prefix_len(route: &Route, path: &str) -> usize {
             p.len().min(path.len())
         }
         PathMatch::Regex(_) => path_only(path).len(),
+        PathMatch::Connect => 0,
     }
 }
 
@@ -379,12 +386,17 @@ async fn forward(
         return routed.reply(req.headers(), not_found, flag, Some(cluster_name));
     };
 
-    // Upgrades (WebSocket) pass through when the route or the connection manager allows them.
-    let upgrade = req
-        .headers()
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_ascii_lowercase);
+    // Upgrades (WebSocket, CONNECT) pass through when the route or the connection manager
+    // allows them.
+    let connect = req.method() == Method::CONNECT;
+    let upgrade = if connect {
+        Some("connect".to_string())
+    } else {
+        req.headers()
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_ascii_lowercase)
+    };
     let upgrading = match &upgrade {
         Some(u) => action
             .upgrades
@@ -408,6 +420,13 @@ async fn forward(
             return routed.reply(req.headers(), None, flag, Some(cluster_name));
         }
     };
+
+    if connect
+        && action.terminate_connect
+        && let Some(downstream) = downstream_upgrade
+    {
+        return terminate_connect(&routed, &req, cluster, host, downstream, cluster_name).await;
+    }
 
     // Request headers: hop-by-hop, the route's edits, rewrites, Envoy's router headers.
     // Only the request id is needed once the request has gone upstream (for echoing it).
@@ -525,7 +544,8 @@ async fn forward(
     edit_response(mgr, vh, route, weighted, h);
     echo_request_id(mgr, &request_headers, h);
 
-    if let (true, Some(downstream)) = (switching, downstream_upgrade) {
+    let tunnelled = switching || (connect && resp.status().is_success());
+    if let (true, Some(downstream)) = (tunnelled, downstream_upgrade) {
         let upstream = hyper::upgrade::on(&mut resp);
         tokio::spawn(tunnel(downstream, upstream));
     }
@@ -719,6 +739,53 @@ fn set_target<B>(
         }
     }
     Ok(())
+}
+
+/// Envoy's CONNECT termination: open a TCP connection to the upstream host, answer 200, and
+/// carry the client's bytes over it.
+async fn terminate_connect(
+    routed: &Routed<'_>,
+    req: &Request<Incoming>,
+    cluster: &crate::cluster::Cluster,
+    host: crate::cluster::HostGuard,
+    downstream: hyper::upgrade::OnUpgrade,
+    cluster_name: Arc<str>,
+) -> (Response<ProxyBody>, Outcome) {
+    let addr = host.host().addr;
+    let upstream = match crate::tcp::connect(cluster, addr).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(upstream = %addr, error = %e, "CONNECT: upstream connect failed");
+            let flag = ResponseFlag::UpstreamConnectionFailure;
+            return routed.reply(req.headers(), None, flag, Some(cluster_name));
+        }
+    };
+    tokio::spawn(async move {
+        let _host = host; // counted as active while the tunnel lives
+        let down = match downstream.await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::debug!(error = %e, "CONNECT: downstream upgrade failed");
+                return;
+            }
+        };
+        let mut down = hyper_util::rt::TokioIo::new(down);
+        let mut up = upstream;
+        if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
+            tracing::debug!(error = %e, "CONNECT tunnel ended");
+        }
+    });
+    let mut resp = Response::new(ProxyBody::Empty);
+    resp.headers_mut()
+        .insert(header::SERVER, routed.mgr.config.server_name.clone());
+    (
+        resp,
+        Outcome {
+            status: StatusCode::OK,
+            cluster: Some(cluster_name),
+            flag: None,
+        },
+    )
 }
 
 /// Joins an upgraded downstream and upstream connection (WebSocket and other upgrades).

@@ -167,6 +167,16 @@ pub fn append_xff(headers: &mut HeaderMap, addr: std::net::IpAddr) {
     }
 }
 
+/// The `n`th address from the right of `x-forwarded-for` (1 is the last), if there is one.
+pub fn xff_entry_from_right(headers: &HeaderMap, n: usize) -> Option<std::net::IpAddr> {
+    let mut entries: Vec<&str> = Vec::new();
+    for v in headers.get_all(&X_FORWARDED_FOR) {
+        entries.extend(v.to_str().ok()?.split(',').map(str::trim));
+    }
+    let i = entries.len().checked_sub(n)?;
+    entries.get(i)?.parse().ok()
+}
+
 /// A random version-4 UUID in its text form, for `x-request-id`.
 pub fn request_id() -> HeaderValue {
     let hi = crate::cluster::random_u64();

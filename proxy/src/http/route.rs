@@ -150,7 +150,12 @@ pub fn path_only(path: &str) -> &str {
 
 /// Whether `req` satisfies every part of `m`.
 pub fn matches(m: &RouteMatch, req: &RequestFacts<'_>) -> bool {
-    path_matches(m, req.path)
+    // CONNECT requests carry no path: only `connect_matcher` matches them, and only them.
+    let connect = req.method == Method::CONNECT;
+    if connect != (m.path == PathMatch::Connect) {
+        return false;
+    }
+    (connect || path_matches(m, req.path))
         && (!m.grpc || is_grpc(req.headers))
         && m.headers.iter().all(|h| header_matches(h, req.headers))
         && m.query_parameters
@@ -175,6 +180,7 @@ fn path_matches(m: &RouteMatch, path: &str) -> bool {
             path.get(..p.len()).is_some_and(|start| eq(start, p))
                 && matches!(path.as_bytes().get(p.len()), None | Some(b'/'))
         }
+        PathMatch::Connect => false,
     }
 }
 
