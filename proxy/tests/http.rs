@@ -857,3 +857,51 @@ async fn connect_nobody_allowed_is_403_and_other_routes_never_match_it() {
     .await;
     assert!(resp.starts_with("HTTP/1.1 403"), "{resp}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_for_http1_and_http2() {
+    let (up, _) =
+        hyper_backend(
+            |_req: Request<hyper::body::Incoming>| async move { Response::new(full("ok")) },
+        )
+        .await;
+    let proxy = Proxy::start(&http_config(
+        up,
+        "common_http_protocol_options: {idle_timeout: 1s}",
+        "",
+        "",
+    ));
+    let addr = proxy.listener("http");
+
+    // HTTP/1.1 keep-alive: one request, then silence; the proxy closes the connection.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .expect("an idle keep-alive connection is closed")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"));
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // HTTP/2: after a request, an idle connection gets GOAWAY and is closed.
+    let io = TokioIo::new(TcpStream::connect(addr).await.unwrap());
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = Request::builder()
+        .uri(format!("http://{addr}/"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(sender.send_request(req).await.unwrap().status(), 200);
+    let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
+    assert!(ended.is_ok(), "the idle HTTP/2 connection was not closed");
+}

@@ -1,16 +1,32 @@
 //! Serving a downstream connection with hyper: HTTP/1.1, HTTP/2 with prior knowledge, or either
 //! chosen by the client's first bytes (`codec_type: AUTO`).
 
-use std::{convert::Infallible, sync::Arc};
+use std::{
+    convert::Infallible,
+    future::Future,
+    io,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use hyper::{Request, body::Incoming, service::service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpStream;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpStream,
+    time::Instant,
+};
 
 use super::{ConnInfo, HttpManager, forward};
 use crate::{config::Codec, snapshot::Snapshot};
 
-/// Serves HTTP on `stream` until the client or a timeout closes it.
+/// Serves HTTP on `stream` until the client closes it, or it stays idle for the connection
+/// manager's `idle_timeout` (then it is shut down gracefully: requests in flight finish).
 pub async fn serve(
     stream: TcpStream,
     conn: ConnInfo,
@@ -43,13 +59,11 @@ pub async fn serve(
             }
         })
     };
-    let io = TokioIo::new(stream);
-    // hyper's header-read timeout also bounds how long an idle keep-alive connection waits for
-    // its next request, so it serves for both settings (the shorter wins).
-    let header_timeout = match (config.request_headers_timeout, config.idle_timeout) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
+    let activity = Arc::new(Activity::new());
+    let io = TokioIo::new(IdleIo {
+        inner: stream,
+        activity: activity.clone(),
+    });
     let result = match config.codec {
         Codec::Http1 => {
             let mut b = hyper::server::conn::http1::Builder::new();
@@ -57,13 +71,23 @@ pub async fn serve(
                 .max_buf_size(config.max_request_headers_bytes.max(8192))
                 .max_headers(config.max_headers_count)
                 .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout);
-            b.serve_connection(io, svc).with_upgrades().await
+                .header_read_timeout(config.request_headers_timeout);
+            let conn = b.serve_connection(io, svc).with_upgrades();
+            drive(conn, &activity, config.idle_timeout, |c| {
+                c.graceful_shutdown()
+            })
+            .await
+            .map_err(|e| e.to_string())
         }
         Codec::Http2 => {
             let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
             configure_h2(&mut b, &mgr);
-            b.serve_connection(io, svc).await
+            let conn = b.serve_connection(io, svc);
+            drive(conn, &activity, config.idle_timeout, |c| {
+                c.graceful_shutdown()
+            })
+            .await
+            .map_err(|e| e.to_string())
         }
         Codec::Auto => {
             let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -72,7 +96,7 @@ pub async fn serve(
                 .max_buf_size(config.max_request_headers_bytes.max(8192))
                 .max_headers(config.max_headers_count)
                 .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout);
+                .header_read_timeout(config.request_headers_timeout);
             {
                 let mut h2 = b.http2();
                 h2.timer(TokioTimer::new()).max_header_list_size(
@@ -88,18 +112,45 @@ pub async fn serve(
                     h2.initial_connection_window_size(n);
                 }
             }
-            b.serve_connection_with_upgrades(io, svc)
-                .await
-                .map_err(|e| e.to_string())
-                .map_err(|e| {
-                    tracing::debug!(client = %conn.client, error = %e, "http connection ended");
-                })
-                .ok();
-            return;
+            let conn = b.serve_connection_with_upgrades(io, svc);
+            drive(conn, &activity, config.idle_timeout, |c| {
+                c.graceful_shutdown()
+            })
+            .await
+            .map_err(|e| e.to_string())
         }
     };
     if let Err(e) = result {
         tracing::debug!(client = %conn.client, error = %e, "http connection ended");
+    }
+}
+
+/// Runs a connection to its end; once no byte has moved for `idle`, asks it to shut down
+/// gracefully (HTTP/1: close when no request is in flight; HTTP/2: GOAWAY) and waits for that.
+async fn drive<C, T, E>(
+    conn: C,
+    activity: &Activity,
+    idle: Option<Duration>,
+    shutdown: impl FnOnce(Pin<&mut C>),
+) -> Result<T, E>
+where
+    C: Future<Output = Result<T, E>>,
+{
+    let mut conn = std::pin::pin!(conn);
+    let Some(idle) = idle else {
+        return conn.await;
+    };
+    loop {
+        let deadline = activity.last() + idle;
+        tokio::select! {
+            out = conn.as_mut() => return out,
+            () = tokio::time::sleep_until(deadline) => {
+                if activity.last() + idle <= Instant::now() {
+                    shutdown(conn.as_mut());
+                    return conn.await;
+                }
+            }
+        }
     }
 }
 
@@ -115,5 +166,90 @@ fn configure_h2(b: &mut hyper::server::conn::http2::Builder<TokioExecutor>, mgr:
     }
     if let Some(n) = config.http2.initial_connection_window_size {
         b.initial_connection_window_size(n);
+    }
+}
+
+/// When a connection last moved a byte, in milliseconds since it started.
+#[derive(Debug)]
+struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// The downstream socket, recording activity on every successful read and write.
+#[derive(Debug)]
+struct IdleIo {
+    inner: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for IdleIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.touch();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for IdleIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
