@@ -52,7 +52,8 @@ pub enum Direction {
 struct Timed {
     timers: Arc<StreamTimers>,
     direction: Direction,
-    sleep: Pin<Box<Sleep>>,
+    /// Created the first time the body has to wait: most small bodies never do.
+    sleep: Option<Pin<Box<Sleep>>>,
     armed: Option<Instant>,
 }
 
@@ -102,7 +103,7 @@ impl ProxyBody {
             s.timed = Some(Timed {
                 timers: timers.clone(),
                 direction,
-                sleep: Box::pin(tokio::time::sleep_until(Instant::now())),
+                sleep: None,
                 armed: None,
             });
         }
@@ -182,11 +183,14 @@ impl Timed {
             let Some(deadline) = self.timers.check(Instant::now())? else {
                 return Ok(());
             };
+            let sleep = self
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
             if self.armed != Some(deadline) {
-                self.sleep.as_mut().reset(deadline);
+                sleep.as_mut().reset(deadline);
                 self.armed = Some(deadline);
             }
-            if self.sleep.as_mut().poll(cx).is_pending() {
+            if sleep.as_mut().poll(cx).is_pending() {
                 return Ok(());
             }
             // The deadline passed between the check and now: check again.

@@ -490,9 +490,12 @@ async fn forward(
     ));
     let req = req.map(|b| {
         if http_body::Body::is_end_stream(&b) {
+            // No body to watch (GET and the like): the request is complete already.
             timers.request_done();
+            ProxyBody::stream(b, None)
+        } else {
+            ProxyBody::stream(b, None).timed(&timers, Direction::Request)
         }
-        ProxyBody::stream(b, None).timed(&timers, Direction::Request)
     });
     let started = Instant::now();
     let send = host.host().pool.send(req, protocol, &settings);
