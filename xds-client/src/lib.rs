@@ -35,6 +35,8 @@ pub mod handler;
 pub mod metrics;
 pub mod nack;
 pub mod node;
+#[cfg(feature = "schema")]
+pub mod schema;
 pub mod sotw;
 pub mod state;
 mod stream;
