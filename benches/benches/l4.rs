@@ -61,6 +61,8 @@ fn chain(name: &str, m: ChainMatch) -> FilterChain {
         name: Arc::from(name),
         matcher: m,
         action: ChainAction::Close,
+        refusal: None,
+        accepted: Vec::new(),
     }
 }
 

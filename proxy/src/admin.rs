@@ -15,9 +15,12 @@ use bytes::Bytes;
 use envoy_types::pb::{
     envoy::{
         admin::v3::{
-            BootstrapConfigDump, ClustersConfigDump, ConfigDump, ListenerStatus, Listeners,
-            ListenersConfigDump, clusters_config_dump::StaticCluster,
-            listeners_config_dump::StaticListener,
+            BootstrapConfigDump, ClustersConfigDump, ConfigDump, EndpointsConfigDump,
+            ListenerStatus, Listeners, ListenersConfigDump, RoutesConfigDump,
+            clusters_config_dump::{DynamicCluster, StaticCluster},
+            endpoints_config_dump::DynamicEndpointConfig,
+            listeners_config_dump::{DynamicListener, DynamicListenerState, StaticListener},
+            routes_config_dump::DynamicRouteConfig,
         },
         config::{
             bootstrap::v3::Bootstrap as XdsBootstrap,
@@ -43,10 +46,45 @@ pub struct AdminState {
     pub loaded_at: SystemTime,
     /// Bound listeners: name and actual address.
     pub listeners: std::sync::Mutex<Vec<(Arc<str>, SocketAddr)>>,
-    /// Set once every listener accepts.
+    /// Resources from the control plane, as the config dump shows them.
+    pub dynamic: std::sync::Mutex<Arc<DynamicDump>>,
+    /// Set once every listener accepts (and, with a control plane, the first configuration
+    /// from it is applied).
     pub live: AtomicBool,
+    /// Whether the ADS stream is up.
+    pub xds_connected: AtomicBool,
     /// Notified by `POST /quitquitquit`.
     pub quit: Notify,
+}
+
+/// A resource from the control plane in the config dump.
+#[derive(Clone, Debug)]
+pub struct DumpEntry {
+    /// The version it came with.
+    pub version: String,
+    /// When it was applied.
+    pub last_updated: SystemTime,
+    /// The resource as received.
+    pub resource: Any,
+}
+
+/// Every resource from the control plane, for `/config_dump`.
+#[derive(Clone, Debug, Default)]
+pub struct DynamicDump {
+    /// Listeners by name: the active version and a warming one.
+    pub listeners: Vec<(String, Option<DumpEntry>, Option<DumpEntry>)>,
+    /// Clusters in use.
+    pub clusters_active: Vec<DumpEntry>,
+    /// Clusters waiting for their endpoints.
+    pub clusters_warming: Vec<DumpEntry>,
+    /// Route configurations.
+    pub routes: Vec<DumpEntry>,
+    /// Endpoint assignments.
+    pub endpoints: Vec<DumpEntry>,
+    /// The last LDS version accepted whole.
+    pub lds_version: String,
+    /// The last CDS version accepted whole.
+    pub cds_version: String,
 }
 
 type Body = Full<Bytes>;
@@ -60,9 +98,20 @@ impl AdminState {
             bootstrap,
             loaded_at: SystemTime::now(),
             listeners: Default::default(),
+            dynamic: Default::default(),
             live: AtomicBool::new(false),
+            xds_connected: AtomicBool::new(false),
             quit: Notify::new(),
         }
+    }
+
+    /// Records the control plane's resources and the bound listeners after a change.
+    pub fn set_dynamic(&self, dump: DynamicDump, listeners: Vec<(Arc<str>, SocketAddr)>) {
+        *self.dynamic.lock().expect("admin state is never poisoned") = Arc::new(dump);
+        *self
+            .listeners
+            .lock()
+            .expect("admin state is never poisoned") = listeners;
     }
 }
 
@@ -95,8 +144,9 @@ pub async fn serve(socket: TcpListener, state: Arc<AdminState>) {
 
 const COMMANDS: &str = "admin commands are:\n  \
     /: this list\n  \
-    /config_dump: dump current Envoy configs\n  \
+    /config_dump: dump current Envoy configs (?include_eds adds endpoints)\n  \
     /listeners: print listener info (?format=json for JSON)\n  \
+    /stats: print server stats\n  \
     /quitquitquit (POST): exit the server\n  \
     /ready: print server state, return 200 if LIVE, otherwise return 503\n";
 
@@ -119,7 +169,7 @@ fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Body> {
                 text(StatusCode::SERVICE_UNAVAILABLE, "PRE_INITIALIZING\n".into())
             }
         }
-        "/config_dump" => match config_dump(state) {
+        "/config_dump" => match config_dump(state, query.split('&').any(|p| p == "include_eds")) {
             Ok(json) => json_response(json),
             Err(e) => text(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -127,6 +177,7 @@ fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Body> {
             ),
         },
         "/listeners" => listeners(state, query.split('&').any(|p| p == "format=json")),
+        "/stats" => text(StatusCode::OK, stats(state)),
         "/quitquitquit" => {
             state.quit.notify_one();
             text(StatusCode::OK, "OK\n".into())
@@ -169,43 +220,113 @@ fn timestamp(t: SystemTime) -> Timestamp {
     }
 }
 
-/// Envoy's `/config_dump` for a static bootstrap: the bootstrap, then its clusters and listeners
-/// as static resources.
-fn config_dump(state: &AdminState) -> Result<String, String> {
+/// Envoy's `/config_dump`: the bootstrap, then clusters, listeners and routes, each with the
+/// static resources of the bootstrap and the dynamic ones from the control plane (version and
+/// time of each), and endpoints when asked with `include_eds`.
+fn config_dump(state: &AdminState, include_eds: bool) -> Result<String, String> {
     let bootstrap = XdsBootstrap::decode(&*state.bootstrap).map_err(|e| e.to_string())?;
     let at = Some(timestamp(state.loaded_at));
+    let dynamic = state.dynamic.lock().map(|d| d.clone()).unwrap_or_default();
     let resources = bootstrap.static_resources.clone().unwrap_or_default();
-    let dump = ConfigDump {
-        configs: vec![
-            any(&BootstrapConfigDump {
-                bootstrap: Some(bootstrap),
-                last_updated: at,
-            }),
-            any(&ClustersConfigDump {
-                static_clusters: resources
-                    .clusters
-                    .iter()
-                    .map(|c| StaticCluster {
-                        cluster: Some(any(c)),
-                        last_updated: at,
-                    })
-                    .collect(),
-                ..Default::default()
-            }),
-            any(&ListenersConfigDump {
-                static_listeners: resources
-                    .listeners
-                    .iter()
-                    .map(|l| StaticListener {
-                        listener: Some(any(l)),
-                        last_updated: at,
-                    })
-                    .collect(),
-                ..Default::default()
-            }),
-        ],
-    };
+    let mut configs = vec![
+        any(&BootstrapConfigDump {
+            bootstrap: Some(bootstrap),
+            last_updated: at,
+        }),
+        any(&ClustersConfigDump {
+            version_info: dynamic.cds_version.clone(),
+            static_clusters: resources
+                .clusters
+                .iter()
+                .map(|c| StaticCluster {
+                    cluster: Some(any(c)),
+                    last_updated: at,
+                })
+                .collect(),
+            dynamic_active_clusters: dynamic.clusters_active.iter().map(dump_cluster).collect(),
+            dynamic_warming_clusters: dynamic.clusters_warming.iter().map(dump_cluster).collect(),
+        }),
+        any(&ListenersConfigDump {
+            version_info: dynamic.lds_version.clone(),
+            static_listeners: resources
+                .listeners
+                .iter()
+                .map(|l| StaticListener {
+                    listener: Some(any(l)),
+                    last_updated: at,
+                })
+                .collect(),
+            dynamic_listeners: dynamic
+                .listeners
+                .iter()
+                .map(|(name, active, warming)| DynamicListener {
+                    name: name.clone(),
+                    active_state: active.as_ref().map(dump_listener),
+                    warming_state: warming.as_ref().map(dump_listener),
+                    ..Default::default()
+                })
+                .collect(),
+        }),
+        any(&RoutesConfigDump {
+            static_route_configs: Vec::new(),
+            dynamic_route_configs: dynamic
+                .routes
+                .iter()
+                .map(|r| DynamicRouteConfig {
+                    version_info: r.version.clone(),
+                    route_config: Some(r.resource.clone()),
+                    last_updated: Some(timestamp(r.last_updated)),
+                    ..Default::default()
+                })
+                .collect(),
+        }),
+    ];
+    if include_eds {
+        configs.push(any(&EndpointsConfigDump {
+            static_endpoint_configs: Vec::new(),
+            dynamic_endpoint_configs: dynamic
+                .endpoints
+                .iter()
+                .map(|e| DynamicEndpointConfig {
+                    version_info: e.version.clone(),
+                    endpoint_config: Some(e.resource.clone()),
+                    last_updated: Some(timestamp(e.last_updated)),
+                    ..Default::default()
+                })
+                .collect(),
+        }));
+    }
+    let dump = ConfigDump { configs };
     Schema::load().to_json(&ConfigDump::full_name(), &dump.encode_to_vec())
+}
+
+fn dump_cluster(e: &DumpEntry) -> DynamicCluster {
+    DynamicCluster {
+        version_info: e.version.clone(),
+        cluster: Some(e.resource.clone()),
+        last_updated: Some(timestamp(e.last_updated)),
+        ..Default::default()
+    }
+}
+
+fn dump_listener(e: &DumpEntry) -> DynamicListenerState {
+    DynamicListenerState {
+        version_info: e.version.clone(),
+        listener: Some(e.resource.clone()),
+        last_updated: Some(timestamp(e.last_updated)),
+    }
+}
+
+/// The few counters Skiff keeps so far, in Envoy's `name: value` text form.
+fn stats(state: &AdminState) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let connected = u8::from(state.xds_connected.load(Ordering::Acquire));
+    let _ = writeln!(out, "control_plane.connected: {connected}");
+    for (why, n) in crate::refusals::snapshot() {
+        let _ = writeln!(out, "skiff.refused.{}: {n}", why.name());
+    }
+    out
 }
 
 fn listeners(state: &AdminState, json: bool) -> Response<Body> {

@@ -3,13 +3,14 @@
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
-use tokio::{net::TcpListener, sync::watch};
+use tokio::net::TcpListener;
 
 use crate::{
     admin::{self, AdminState},
     config::Bootstrap,
-    listener::{ActiveConns, BindError},
-    snapshot::Snapshot,
+    listener::{ActiveConns, BindError, ListenerManager},
+    snapshot::{Live, Snapshot},
+    xds::{self, XdsError, XdsFlags},
 };
 
 /// Settings that come from flags rather than the bootstrap.
@@ -21,6 +22,8 @@ pub struct Settings {
     pub drain_time: Duration,
     /// Where to write the admin server's address once bound (`--admin-address-path`).
     pub admin_address_path: Option<PathBuf>,
+    /// ADS settings from flags.
+    pub xds: XdsFlags,
 }
 
 /// Why the proxy could not start.
@@ -37,6 +40,9 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The ADS stream could not be started.
+    #[error(transparent)]
+    Xds(#[from] XdsError),
     /// The admin address could not be written out.
     #[error("cannot write the admin address to '{path}': {source}")]
     AdminAddressPath {
@@ -78,35 +84,41 @@ pub async fn run(bootstrap: Bootstrap, settings: Settings) -> Result<(), StartEr
         tokio::spawn(admin::serve(socket, state.clone()));
     }
 
-    let mut bound = Vec::new();
-    for l in snapshot.listeners.iter().filter(|l| l.config.bind_to_port) {
-        bound.push(l.bind(settings.workers)?);
-    }
+    let live = Arc::new(Live::new(snapshot.clone()));
     let active = Arc::new(ActiveConns::default());
-    let (stop_tx, stop_rx) = watch::channel(false);
-    {
-        let mut names = state
-            .listeners
-            .lock()
-            .expect("admin listener list is never poisoned");
-        for b in &bound {
-            tracing::info!(listener = %b.listener.config.name, address = %b.local_addr, "listener accepting");
-            names.push((b.listener.config.name.clone(), b.local_addr));
+    let manager = ListenerManager::new(
+        settings.workers,
+        live.clone(),
+        active.clone(),
+        settings.drain_time,
+    );
+    let mut store = xds::Store::new(&bootstrap, &snapshot, manager, live, state.clone());
+    store.start()?;
+    let shared = xds::shared(store);
+    let _ads = match &bootstrap.dynamic {
+        Some(dynamic) => {
+            let node = xds::node(bootstrap.xds_node.as_ref()).map_err(XdsError::from)?;
+            tracing::info!(node = %node.id, protocol = ?dynamic.ads.protocol, target = ?dynamic.ads.target, "connecting to the control plane");
+            Some(xds::start(dynamic, node, &settings.xds, shared.clone())?)
         }
-    }
-    for b in bound {
-        b.start(snapshot.clone(), active.clone(), stop_rx.clone());
-    }
-    state.live.store(true, std::sync::atomic::Ordering::Release);
+        None => {
+            state.live.store(true, std::sync::atomic::Ordering::Release);
+            None
+        }
+    };
     tracing::info!(
         listeners = snapshot.listeners.len(),
-        clusters = snapshot.clusters.iter().count(),
-        "all listeners started"
+        clusters = snapshot.clusters.len(),
+        "all static listeners started"
     );
 
     let reason = wait_for_stop(&state).await;
     tracing::info!(reason, "shutting down: no new connections are accepted");
-    let _ = stop_tx.send(true);
+    shared
+        .0
+        .lock()
+        .expect("the xDS store lock is never poisoned")
+        .stop_listeners();
     if reason == "quitquitquit" {
         return Ok(());
     }

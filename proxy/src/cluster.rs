@@ -91,12 +91,11 @@ impl Cluster {
     pub fn new(config: Arc<config::Cluster>) -> Self {
         let hosts = match config.discovery {
             Discovery::Static => {
-                HostSet::from_endpoints(config.endpoints().filter_map(|(l, e)| match e.address {
-                    HostPort::Ip(addr) => Some((l.priority, addr, e.weight, e.health)),
-                    HostPort::Dns(..) => None,
-                }))
+                HostSet::from_endpoints(host_entries(&config, &config.localities).into_iter())
             }
-            Discovery::StrictDns { .. } | Discovery::OriginalDst => HostSet::default(),
+            Discovery::StrictDns { .. } | Discovery::OriginalDst | Discovery::Eds { .. } => {
+                HostSet::default()
+            }
         };
         let balancer = Balancer::new(config.lb_policy);
         Self {
@@ -109,6 +108,21 @@ impl Cluster {
     /// The cluster's name.
     pub fn name(&self) -> &str {
         &self.config.name
+    }
+
+    /// Replaces the cluster's hosts with `entries` (priority, address, weight, health), keeping
+    /// the `Host` (its pooled connections and load counters) of every address already there.
+    pub fn update_hosts(&self, entries: impl Iterator<Item = (u32, SocketAddr, u32, Health)>) {
+        let previous = self.hosts();
+        let hosts = HostSet::rebuild(entries, Some(&previous));
+        drop(previous);
+        self.set_hosts(hosts);
+    }
+
+    /// Takes `other`'s current hosts (the same objects), so a later update keeps those that
+    /// remain.
+    pub fn adopt_hosts(&self, other: &Cluster) {
+        self.hosts.store(other.hosts.load_full());
     }
 
     /// Picks the host for a new connection. `orig_dst` is the connection's restored original
@@ -278,9 +292,74 @@ impl Clusters {
         let first = dns.iter().map(|c| dns::refresh(c.clone()));
         futures_join_all(first).await;
         for c in dns {
-            tokio::spawn(dns::keep_fresh(c));
+            tokio::spawn(dns::keep_fresh(Arc::downgrade(&c)));
         }
     }
+
+    /// Every cluster of a configuration, by name, as given.
+    pub fn from_clusters(clusters: impl IntoIterator<Item = Arc<Cluster>>) -> Self {
+        Self {
+            by_name: clusters
+                .into_iter()
+                .map(|c| (c.config.name.clone(), c))
+                .collect(),
+        }
+    }
+
+    /// How many clusters there are.
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+}
+
+/// The hosts of `localities` for `config`: IP endpoints, without those whose transport socket
+/// Skiff cannot speak (TLS origination by `transport_socket_matches`, until mTLS exists),
+/// which are logged.
+pub fn host_entries(
+    config: &config::Cluster,
+    localities: &[config::Locality],
+) -> Vec<(u32, SocketAddr, u32, Health)> {
+    let mut refused = 0usize;
+    let entries = localities
+        .iter()
+        .flat_map(|l| l.endpoints.iter().map(move |e| (l, e)))
+        .filter(|(_, e)| {
+            let ok = config.transport_refusal(&e.transport_match).is_none();
+            refused += usize::from(!ok);
+            ok
+        })
+        .filter_map(|(l, e)| match e.address {
+            HostPort::Ip(addr) => Some((l.priority, addr, e.weight, e.health)),
+            HostPort::Dns(..) => None,
+        })
+        .collect();
+    if refused > 0 {
+        tracing::warn!(
+            cluster = %config.name,
+            endpoints = refused,
+            "endpoints that need TLS origination get no traffic: Skiff does not originate TLS yet"
+        );
+    }
+    entries
+}
+
+/// Resolves a STRICT_DNS cluster that arrived from CDS (in the background: it warms with its
+/// first resolution), then keeps it fresh while it is in use.
+pub fn start_dns(cluster: &Arc<Cluster>) {
+    if !matches!(cluster.config.discovery, Discovery::StrictDns { .. }) {
+        return;
+    }
+    let c = cluster.clone();
+    tokio::spawn(async move {
+        let weak = Arc::downgrade(&c);
+        dns::refresh(c).await;
+        dns::keep_fresh(weak).await;
+    });
 }
 
 /// Awaits every future (few, only at startup), without pulling in a futures crate.

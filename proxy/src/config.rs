@@ -7,10 +7,13 @@
 
 // Conversion names every field of each message, deprecated ones included, so that a field Skiff
 // does not implement is rejected rather than ignored.
+mod chain_matcher;
 #[allow(deprecated)]
 mod cluster;
 mod common;
+mod dynamic;
 mod error;
+mod extensions;
 #[allow(deprecated)]
 mod http;
 #[allow(deprecated)]
@@ -21,6 +24,7 @@ mod route;
 mod schema;
 #[allow(deprecated)]
 mod tcp_proxy;
+pub mod xds;
 
 use std::{collections::HashMap, net::SocketAddr, path::PathBuf, sync::Arc};
 
@@ -31,13 +35,19 @@ use prost::{Message, Name};
 
 use self::error::{Ctx, reject_unsupported};
 pub use self::{
+    chain_matcher::ChainMatcher,
     cluster::{
-        Cluster, Discovery, DnsFamily, Endpoint, Health, LbPolicy, Locality, TcpKeepalive,
-        UpstreamProtocolConfig,
+        Cluster, Discovery, DnsFamily, Endpoint, Health, LbPolicy, LoadAssignment, Locality,
+        TcpKeepalive, TransportMatch, UpstreamProtocolConfig,
     },
-    common::{Cidr, HostPort, canonical},
+    common::{Cidr, DEFAULT_INITIAL_FETCH_TIMEOUT, HostPort, canonical},
+    dynamic::{Ads, AdsProtocol, AdsTarget, AdsTls, Dynamic},
     error::{ConfigError, ConfigErrors, Path},
-    http::{Codec, Http2Settings, HttpConnectionManager, RouterSettings, ServerHeader, StripPort},
+    extensions::{Extension, Refusal, TypedStruct},
+    http::{
+        Codec, Http2Settings, HttpConnectionManager, RouteSource, RouterSettings, ServerHeader,
+        StripPort,
+    },
     listener::{
         ChainAction, ChainMatch, FilterChain, Listener, ListenerFilter, ListenerFilterKind,
         Predicate, SourceType, TrafficDirection,
@@ -48,8 +58,8 @@ pub use self::{
     },
     route::{
         AppendAction, ClusterChoice, DirectResponse, HeaderAdd, HeaderEdits, HostRewrite,
-        PathMatch, Redirect, RedirectPath, Route, RouteAction, RouteActionKind, RouteConfig,
-        RouteMatch, VirtualHost, WeightedChoice,
+        MaxStream, PathMatch, Redirect, RedirectPath, Route, RouteAction, RouteActionKind,
+        RouteConfig, RouteMatch, VirtualHost, WeightedChoice, parse_grpc_timeout,
     },
     schema::{Format, Schema},
     tcp_proxy::{ClusterTarget, TcpProxy},
@@ -78,8 +88,12 @@ pub struct Bootstrap {
     pub admin: Option<Admin>,
     /// Static listeners, in configuration order.
     pub listeners: Vec<Arc<Listener>>,
-    /// Static clusters, in configuration order.
+    /// Static clusters, in configuration order (without the control-plane cluster).
     pub clusters: Vec<Arc<Cluster>>,
+    /// What comes from the control plane, if anything.
+    pub dynamic: Option<Dynamic>,
+    /// The node as configured, for the control plane (metadata included).
+    pub xds_node: Option<envoy_types::pb::envoy::config::core::v3::Node>,
     /// Things that are valid but probably not what the operator meant.
     pub warnings: Vec<ConfigError>,
     /// The bootstrap as loaded (after merging), protobuf-encoded, for `/config_dump`.
@@ -216,7 +230,6 @@ impl Bootstrap {
             ctx,
             &root,
             node_context_params,
-            dynamic_resources,
             cluster_manager,
             hds_config,
             flags_path,
@@ -264,6 +277,19 @@ impl Bootstrap {
             .as_ref()
             .and_then(|a| convert_admin(&mut ctx, &root.field("admin"), a));
 
+        let static_clusters = static_resources
+            .as_ref()
+            .map_or(&[][..], |s| s.clusters.as_slice());
+        let dynamic = dynamic_resources.as_ref().and_then(|d| {
+            Dynamic::convert(
+                &mut ctx,
+                &root.field("dynamic_resources"),
+                d,
+                static_clusters,
+            )
+        });
+        // The control-plane cluster is the ADS stream's, not the data path's.
+        let ads_cluster = dynamic.as_ref().map(|d| d.ads.cluster.clone());
         let mut listeners = Vec::new();
         let mut clusters = Vec::new();
         if let Some(StaticResources {
@@ -274,9 +300,11 @@ impl Bootstrap {
         {
             let sr = root.field("static_resources");
             reject_unsupported!(ctx, &sr, secrets);
-            // Static routes must name clusters that exist, as in Envoy.
+            // Static routes must name clusters that exist, as in Envoy, unless clusters also
+            // come from CDS.
             let cluster_names: std::collections::HashSet<&str> =
                 xds_clusters.iter().map(|c| c.name.as_str()).collect();
+            let check_clusters = dynamic.as_ref().is_none_or(|d| d.cds.is_none());
             let lp = sr.field("listeners");
             for (i, l) in xds_listeners.iter().enumerate() {
                 let default_name = format!("listener_{i}");
@@ -285,7 +313,7 @@ impl Bootstrap {
                     &lp.index(i),
                     l,
                     &default_name,
-                    Some(&cluster_names),
+                    check_clusters.then_some(&cluster_names),
                 );
                 if let Some(l) = converted {
                     listeners.push((i, Arc::new(l)));
@@ -293,18 +321,24 @@ impl Bootstrap {
             }
             let cp = sr.field("clusters");
             for (i, c) in xds_clusters.iter().enumerate() {
+                if ads_cluster.as_deref() == Some(c.name.as_str()) {
+                    continue;
+                }
                 if let Some(c) = Cluster::convert(&mut ctx, &cp.index(i), c) {
                     clusters.push((i, Arc::new(c)));
                 }
             }
         }
-        check_static_resources(&mut ctx, &listeners, &clusters);
+        let check_clusters = dynamic.as_ref().is_none_or(|d| d.cds.is_none());
+        check_static_resources(&mut ctx, &listeners, &clusters, check_clusters);
         let warnings = ctx.take_warnings();
         let out = Bootstrap {
             node,
             admin,
             listeners: listeners.into_iter().map(|(_, l)| l).collect(),
             clusters: clusters.into_iter().map(|(_, c)| c).collect(),
+            dynamic,
+            xds_node: b.node.clone(),
             warnings,
             raw: b.encode_to_vec().into(),
         };
@@ -368,6 +402,7 @@ fn check_static_resources(
     ctx: &mut Ctx,
     listeners: &[(usize, Arc<Listener>)],
     clusters: &[(usize, Arc<Cluster>)],
+    check_references: bool,
 ) {
     let lp = Path::root().field("static_resources").field("listeners");
     let cp = Path::root().field("static_resources").field("clusters");
@@ -422,7 +457,7 @@ fn check_static_resources(
         for (path, chain) in chains {
             if let ChainAction::TcpProxy(t) = &chain.action {
                 for name in t.target.cluster_names() {
-                    if !cluster_names.contains_key(&**name) {
+                    if check_references && !cluster_names.contains_key(&**name) {
                         ctx.error(
                             &path.field("filters"),
                             format!("tcp_proxy references cluster '{name}', which is not defined"),

@@ -28,6 +28,14 @@ pub enum ResponseFlag {
     UpstreamRequestTimeout,
     /// `DPE`: the downstream sent something that is not valid HTTP.
     DownstreamProtocolError,
+    /// `UMSDR`: the stream outlived the route's `max_stream_duration`.
+    UpstreamMaxStreamDurationReached,
+    /// `RBAC`: an RBAC filter refused the request (Skiff: one it cannot evaluate, so it fails
+    /// closed).
+    RbacAccessDenied,
+    /// `UAEX`: external authorization refused the request (Skiff: it has none, so it fails
+    /// closed, as Envoy does when the authorization service is unreachable).
+    UnauthorizedExternalService,
 }
 
 // === impl ResponseFlag ===
@@ -47,6 +55,9 @@ impl ResponseFlag {
             ResponseFlag::UpstreamProtocolError => "UPE",
             ResponseFlag::UpstreamRequestTimeout => "UT",
             ResponseFlag::DownstreamProtocolError => "DPE",
+            ResponseFlag::UpstreamMaxStreamDurationReached => "UMSDR",
+            ResponseFlag::RbacAccessDenied => "RBAC",
+            ResponseFlag::UnauthorizedExternalService => "UAEX",
         }
     }
 }

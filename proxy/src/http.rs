@@ -16,15 +16,16 @@ pub mod timers;
 use std::{net::SocketAddr, sync::Arc};
 
 pub use self::{local_reply::LocalReply, route::RouteTable, server::serve};
-use crate::config::HttpConnectionManager;
+use crate::config::{HttpConnectionManager, RouteSource};
 
 /// An HTTP connection manager ready to serve: its configuration and its indexed routes.
 #[derive(Debug)]
 pub struct HttpManager {
     /// Its configuration.
     pub config: Arc<HttpConnectionManager>,
-    /// The route table.
-    pub routes: RouteTable,
+    /// The route table of an inline `route_config`; with RDS, each request looks its table up
+    /// in the current snapshot.
+    pub routes: Option<RouteTable>,
 }
 
 /// What the HTTP layer knows about the downstream connection.
@@ -43,7 +44,10 @@ pub struct ConnInfo {
 impl HttpManager {
     /// Prepares a connection manager for serving.
     pub fn new(config: Arc<HttpConnectionManager>) -> Self {
-        let routes = RouteTable::new(config.route_config.clone());
+        let routes = match &config.routes {
+            RouteSource::Static(rc) => Some(RouteTable::new(rc.clone())),
+            RouteSource::Rds { .. } => None,
+        };
         Self { config, routes }
     }
 }

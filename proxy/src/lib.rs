@@ -9,5 +9,7 @@ pub mod config;
 pub mod flags;
 pub mod http;
 pub mod listener;
+pub mod refusals;
 pub mod snapshot;
 pub mod tcp;
+pub mod xds;

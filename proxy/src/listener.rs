@@ -7,10 +7,12 @@
 pub mod chain_match;
 pub mod http_sniff;
 pub mod inspect;
+mod manager;
 pub mod orig_dst;
 pub mod tls_hello;
 
 use std::{
+    collections::HashMap,
     io,
     net::SocketAddr,
     sync::{
@@ -36,8 +38,10 @@ use crate::{
     config::{self, ChainAction, FilterChain, ListenerFilterKind},
     flags::ResponseFlag,
     http::{ConnInfo, HttpManager},
-    snapshot::Snapshot,
+    snapshot::{Live, Snapshot},
 };
+
+pub use self::manager::{ListenerManager, Prepared};
 
 /// A listener ready to serve: its configuration, its filter-chain index, and the HTTP
 /// connection managers of its chains.
@@ -46,6 +50,8 @@ pub struct Listener {
     /// Its configuration.
     pub config: Arc<config::Listener>,
     chains: ChainIndex,
+    /// Chain positions by name, for a `filter_chain_matcher`.
+    by_name: HashMap<Arc<str>, usize>,
     /// The HTTP manager of each chain that has one: `filter_chains` in order, then the default.
     http: Vec<Option<Arc<HttpManager>>>,
 }
@@ -81,6 +87,15 @@ pub struct BindError {
     source: io::Error,
 }
 
+// === impl BindError ===
+
+impl BindError {
+    /// The listener that could not be bound.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
 // === impl Listener ===
 
 impl Listener {
@@ -96,9 +111,16 @@ impl Listener {
                 ChainAction::TcpProxy(_) | ChainAction::Close => None,
             })
             .collect();
+        let by_name = config
+            .filter_chains
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name.clone(), i))
+            .collect();
         Self {
             config,
             chains,
+            by_name,
             http,
         }
     }
@@ -108,12 +130,19 @@ impl Listener {
         &self,
         facts: &ConnFacts<'_>,
     ) -> Option<(&FilterChain, Option<&Arc<HttpManager>>)> {
-        let id = chain_match::select_id(
-            &self.config.filter_chains,
-            &self.chains,
-            self.config.default_filter_chain.is_some(),
-            facts,
-        )?;
+        let id = match &self.config.filter_chain_matcher {
+            Some(matcher) => match matcher.select(facts) {
+                Some(name) => ChainId::Index(*self.by_name.get(name)?),
+                None if self.config.default_filter_chain.is_some() => ChainId::Default,
+                None => return None,
+            },
+            None => chain_match::select_id(
+                &self.config.filter_chains,
+                &self.chains,
+                self.config.default_filter_chain.is_some(),
+                facts,
+            )?,
+        };
         let (chain, slot) = match id {
             ChainId::Index(i) => (self.config.filter_chains.get(i)?, i),
             ChainId::Default => (
@@ -181,61 +210,77 @@ fn bind_socket(c: &config::Listener, addr: SocketAddr) -> io::Result<TcpListener
     TcpListener::from_std(socket.into())
 }
 
+/// What every connection of a bound listener shares: where the configuration is, the count of
+/// open connections, and the listener's drain signal.
+#[derive(Clone, Debug)]
+pub(crate) struct Serving {
+    pub(crate) live: Arc<Live>,
+    pub(crate) active: Arc<ActiveConns>,
+    /// Turns true when the listener stops: accepting ends, and open connections drain (HTTP
+    /// ones are shut down gracefully) and are closed after `drain_time`.
+    pub(crate) drain: watch::Receiver<bool>,
+    pub(crate) drain_time: Duration,
+}
+
 // === impl Bound ===
 
 impl Bound {
-    /// Starts accepting on every socket; each accepted connection is served on its own task
-    /// with `snapshot`. Accepting stops when `stop` turns true.
-    pub fn start(
-        self,
-        snapshot: Arc<Snapshot>,
-        active: Arc<ActiveConns>,
-        stop: watch::Receiver<bool>,
-    ) {
+    /// Starts accepting on every socket. Each accepted connection is served on its own task
+    /// by the listener of this name in the snapshot current at that moment.
+    pub(crate) fn start(self, serving: &Serving) {
+        let name = self.listener.config.name.clone();
         for socket in self.sockets {
-            tokio::spawn(accept_loop(
-                socket,
-                self.listener.clone(),
-                snapshot.clone(),
-                active.clone(),
-                stop.clone(),
-            ));
+            tokio::spawn(accept_loop(socket, name.clone(), serving.clone()));
         }
     }
 }
 
-async fn accept_loop(
-    socket: TcpListener,
-    listener: Arc<Listener>,
-    snapshot: Arc<Snapshot>,
-    active: Arc<ActiveConns>,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn accept_loop(socket: TcpListener, name: Arc<str>, serving: Serving) {
+    let mut stop = serving.drain.clone();
     loop {
         let accepted = tokio::select! {
             biased;
-            _ = stop.wait_for(|s| *s) => break,
+            () = drained(&mut stop) => break,
             r = socket.accept() => r,
         };
         match accepted {
             Ok((stream, peer)) => {
-                let guard = ConnGuard::new(active.clone());
-                tokio::spawn(serve(
-                    stream,
-                    ClientAddr(peer),
-                    listener.clone(),
-                    snapshot.clone(),
-                    guard,
-                ));
+                let snapshot = serving.live.load();
+                let Some(listener) = snapshot.listener(&name).cloned() else {
+                    // Removed a moment ago; this socket is about to close.
+                    tracing::debug!(listener = %name, client = %peer, "listener gone; closing");
+                    continue;
+                };
+                let guard = ConnGuard::new(serving.active.clone());
+                let serving = serving.clone();
+                let name = name.clone();
+                tokio::spawn(async move {
+                    let mut drain = serving.drain.clone();
+                    let drain_time = serving.drain_time;
+                    tokio::select! {
+                        () = serve(stream, ClientAddr(peer), listener, snapshot, serving) => {}
+                        () = async { drained(&mut drain).await; tokio::time::sleep(drain_time).await } => {
+                            tracing::debug!(listener = %name, client = %peer, "drain time over; closing");
+                        }
+                    }
+                    drop(guard);
+                });
             }
             Err(e) => {
                 // Out of file descriptors or memory: back off instead of spinning on accept.
-                tracing::warn!(listener = %listener.config.name, error = %e, "accept failed");
+                tracing::warn!(listener = %name, error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     }
-    tracing::debug!(listener = %listener.config.name, "stopped accepting");
+    tracing::debug!(listener = %name, "stopped accepting");
+}
+
+/// Returns once `drain` is true; never if its sender is gone without setting it.
+pub(crate) async fn drained(drain: &mut watch::Receiver<bool>) {
+    if drain.wait_for(|d| *d).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// Serves one connection accepted by `receiving`.
@@ -244,7 +289,7 @@ async fn serve(
     client: ClientAddr,
     receiving: Arc<Listener>,
     snapshot: Arc<Snapshot>,
-    _guard: ConnGuard,
+    serving: Serving,
 ) {
     let _ = stream.set_nodelay(true);
     let Ok(local) = stream.local_addr() else {
@@ -334,6 +379,11 @@ async fn serve(
         tracing::debug!(%client, %destination, listener = %listener.config.name, flag = %ResponseFlag::NoRouteFound, "no filter chain matched; closing");
         return;
     };
+    if let Some(why) = chain.refusal {
+        crate::refusals::count(why);
+        tracing::debug!(%client, %destination, chain = %chain.name, reason = why.describe(), "filter chain refuses connections; closing");
+        return;
+    }
     match &chain.action {
         ChainAction::Close => {
             tracing::debug!(%client, chain = %chain.name, "filter chain has no network filters; closing");
@@ -347,7 +397,7 @@ async fn serve(
                 destination,
                 restored,
             };
-            crate::http::serve(stream, conn, mgr.clone(), snapshot.clone()).await;
+            crate::http::serve(stream, conn, mgr.clone(), serving.live, serving.drain).await;
         }
         ChainAction::TcpProxy(tp) => {
             let orig_dst = restored.then_some(OrigDst(destination));

@@ -49,6 +49,11 @@ struct Args {
     #[arg(long = "drain-time-s", value_name = "SECONDS", default_value_t = 5)]
     drain_time_s: u64,
 
+    /// Send `authorization: Bearer <token>` on the ADS stream, reading the token from this file
+    /// on every (re)connect (Istio mounts it at /var/run/secrets/tokens/istio-token).
+    #[arg(long = "xds-token-file", value_name = "FILE")]
+    xds_token_file: Option<PathBuf>,
+
     /// Accepted for Envoy compatibility: Skiff never hot-restarts, so this is always true.
     #[arg(long = "disable-hot-restart")]
     disable_hot_restart: bool,
@@ -133,6 +138,9 @@ fn main() -> ExitCode {
         workers,
         drain_time: Duration::from_secs(args.drain_time_s),
         admin_address_path: args.admin_address_path,
+        xds: skiff_proxy::xds::XdsFlags {
+            token_file: args.xds_token_file,
+        },
     };
     let _ = args.disable_hot_restart;
     match runtime.block_on(app::run(bootstrap, settings)) {

@@ -1,8 +1,11 @@
 //! The immutable view of the configuration that the data path reads: listeners with their
-//! chain indexes, the original-destination handoff table, and the clusters.
+//! chain indexes, the original-destination handoff table, the clusters, and the route tables
+//! from RDS.
 //!
-//! Built once per configuration, off the data path; connections hold an `Arc` to the snapshot
-//! they started with.
+//! Built once per configuration change, off the data path, and published in [`Live`]. A
+//! connection keeps the snapshot it was accepted with for its listener and filter chain; each
+//! HTTP request loads the current one for routes and clusters (as Envoy applies RDS and CDS
+//! updates to new requests on existing connections), and keeps it until it ends.
 
 use std::{
     collections::HashMap,
@@ -10,40 +13,72 @@ use std::{
     sync::Arc,
 };
 
+use arc_swap::ArcSwap;
+
 use crate::{
     cluster::Clusters,
     config::{Bootstrap, canonical},
+    http::RouteTable,
     listener::Listener,
 };
 
-/// Listeners and clusters of one configuration.
+/// Listeners, clusters and routes of one configuration.
 #[derive(Debug)]
 pub struct Snapshot {
-    /// Every listener, in configuration order.
+    /// Every active listener, in configuration order.
     pub listeners: Vec<Arc<Listener>>,
     /// Every cluster.
-    pub clusters: Clusters,
+    pub clusters: Arc<Clusters>,
+    /// Route configurations from RDS, by name.
+    pub routes: Arc<HashMap<Arc<str>, Arc<RouteTable>>>,
     by_addr: HashMap<SocketAddr, Arc<Listener>>,
+    by_name: HashMap<Arc<str>, Arc<Listener>>,
+}
+
+/// The snapshot in force now, swapped atomically when the configuration changes.
+#[derive(Debug)]
+pub struct Live {
+    current: ArcSwap<Snapshot>,
 }
 
 // === impl Snapshot ===
 
 impl Snapshot {
-    /// Builds the snapshot of a validated bootstrap.
+    /// Builds the snapshot of a validated bootstrap's static resources.
     pub fn new(bootstrap: &Bootstrap) -> Self {
-        let listeners: Vec<Arc<Listener>> = bootstrap
+        let listeners = bootstrap
             .listeners
             .iter()
             .map(|l| Arc::new(Listener::new(l.clone())))
             .collect();
+        Self::build(
+            listeners,
+            Arc::new(Clusters::new(&bootstrap.clusters)),
+            Arc::default(),
+        )
+    }
+
+    /// A snapshot of these parts.
+    pub fn build(
+        listeners: Vec<Arc<Listener>>,
+        clusters: Arc<Clusters>,
+        routes: Arc<HashMap<Arc<str>, Arc<RouteTable>>>,
+    ) -> Self {
         let by_addr = listeners
             .iter()
+            .filter(|l| !l.config.internal)
             .map(|l| (normal(l.config.address), l.clone()))
+            .collect();
+        let by_name = listeners
+            .iter()
+            .map(|l| (l.config.name.clone(), l.clone()))
             .collect();
         Self {
             listeners,
-            clusters: Clusters::new(&bootstrap.clusters),
+            clusters,
+            routes,
             by_addr,
+            by_name,
         }
     }
 
@@ -89,7 +124,33 @@ impl Snapshot {
 
     /// A listener by name.
     pub fn listener(&self, name: &str) -> Option<&Arc<Listener>> {
-        self.listeners.iter().find(|l| &*l.config.name == name)
+        self.by_name.get(name)
+    }
+
+    /// The route table from RDS of this name.
+    pub fn route_table(&self, name: &str) -> Option<&Arc<RouteTable>> {
+        self.routes.get(name)
+    }
+}
+
+// === impl Live ===
+
+impl Live {
+    /// Starts with `snapshot`.
+    pub fn new(snapshot: Arc<Snapshot>) -> Self {
+        Self {
+            current: ArcSwap::new(snapshot),
+        }
+    }
+
+    /// The snapshot in force now.
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Puts `snapshot` in force: new connections and requests use it.
+    pub fn store(&self, snapshot: Arc<Snapshot>) {
+        self.current.store(snapshot);
     }
 }
 

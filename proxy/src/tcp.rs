@@ -51,6 +51,12 @@ pub async fn proxy(
         outcome.flag = Some(ResponseFlag::NoClusterFound);
         return outcome;
     };
+    if let Some(why) = cluster.config.refusal {
+        crate::refusals::count(why);
+        tracing::debug!(%client, cluster = %name, reason = why.describe(), "tcp_proxy: cluster refuses connections");
+        outcome.flag = Some(ResponseFlag::UpstreamConnectionFailure);
+        return outcome;
+    }
 
     let mut up = None;
     for attempt in 1..=tp.max_connect_attempts {
@@ -137,12 +143,26 @@ pub(crate) async fn connect(cluster: &Cluster, addr: SocketAddr) -> io::Result<T
     if let Some(k) = &cluster.config.tcp_keepalive {
         set_keepalive(&socket, k)?;
     }
+    bind_source(&socket, cluster.config.bind_source, addr)?;
     match tokio::time::timeout(cluster.config.connect_timeout, socket.connect(addr)).await {
         Ok(r) => r,
         Err(_) => Err(io::Error::new(
             io::ErrorKind::TimedOut,
             format!("connect timeout after {:?}", cluster.config.connect_timeout),
         )),
+    }
+}
+
+/// Binds an upstream socket to the cluster's source address, when it has one of the
+/// destination's family (Envoy skips a source of the other family too).
+pub(crate) fn bind_source(
+    socket: &TcpSocket,
+    source: Option<SocketAddr>,
+    destination: SocketAddr,
+) -> io::Result<()> {
+    match source {
+        Some(src) if src.is_ipv4() == destination.is_ipv4() => socket.bind(src),
+        _ => Ok(()),
     }
 }
 

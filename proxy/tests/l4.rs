@@ -537,3 +537,26 @@ async fn quitquitquit_exits_at_once_and_config_dump_shows_the_bootstrap() {
         "still running after /quitquitquit"
     );
 }
+
+/// Istio's InboundPassthroughClusterIpv4 connects from 127.0.0.6 (`upstream_bind_config`), which
+/// its iptables rules let through; the upstream sees that source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_bind_config_sets_the_source_address() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, peer)) = l.accept().await {
+            let _ = s.write_all(format!("{}\n", peer.ip()).as_bytes()).await;
+        }
+    });
+    let proxy = Proxy::start(&config(
+        &[tcp_listener("in", "passthrough", "")],
+        &[static_cluster(
+            "passthrough",
+            &[up],
+            "    upstream_bind_config: {source_address: {address: 127.0.0.6, port_value: 0}}",
+        )],
+    ));
+    let mut s = TcpStream::connect(proxy.listener("in")).await.unwrap();
+    assert_eq!(read_line(&mut s).await, "127.0.0.6");
+}

@@ -37,9 +37,13 @@ pub mod nack;
 pub mod node;
 #[cfg(feature = "schema")]
 pub mod schema;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod sotw;
 pub mod state;
 mod stream;
+#[cfg(feature = "transport")]
+pub mod transport;
 pub mod type_url;
 
 pub use delta::DeltaClient;

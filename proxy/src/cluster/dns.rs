@@ -57,14 +57,21 @@ pub(super) async fn refresh(cluster: Arc<Cluster>) {
     cluster.set_hosts(hosts);
 }
 
-/// Re-resolves forever at the cluster's refresh rate.
-pub(super) async fn keep_fresh(cluster: Arc<Cluster>) {
-    let Discovery::StrictDns { refresh: every, .. } = cluster.config.discovery else {
+/// Re-resolves at the cluster's refresh rate for as long as the cluster is in use.
+pub(super) async fn keep_fresh(cluster: std::sync::Weak<Cluster>) {
+    let Some(every) = cluster.upgrade().and_then(|c| match c.config.discovery {
+        Discovery::StrictDns { refresh, .. } => Some(refresh),
+        _ => None,
+    }) else {
         return;
     };
     loop {
         tokio::time::sleep(every).await;
-        refresh(cluster.clone()).await;
+        // A cluster removed by CDS is dropped by every snapshot: stop resolving it.
+        let Some(cluster) = cluster.upgrade() else {
+            return;
+        };
+        refresh(cluster).await;
     }
 }
 

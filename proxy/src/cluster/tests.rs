@@ -3,6 +3,7 @@ use crate::config::{Cluster as ClusterConfig, Endpoint, LbPolicy, Locality};
 
 fn endpoint(last: u8, health: Health) -> Endpoint {
     Endpoint {
+        transport_match: Vec::new(),
         address: HostPort::Ip(([10, 0, 0, last], 80).into()),
         weight: 1,
         health,
@@ -10,11 +11,12 @@ fn endpoint(last: u8, health: Health) -> Endpoint {
 }
 
 fn cluster(discovery: Discovery, localities: Vec<Locality>) -> Cluster {
+    let original_dst = matches!(discovery, Discovery::OriginalDst);
     Cluster::new(Arc::new(ClusterConfig {
         name: "c".into(),
         discovery,
         connect_timeout: std::time::Duration::from_secs(1),
-        lb_policy: if discovery == Discovery::OriginalDst {
+        lb_policy: if original_dst {
             LbPolicy::ClusterProvided
         } else {
             LbPolicy::RoundRobin
@@ -23,6 +25,9 @@ fn cluster(discovery: Discovery, localities: Vec<Locality>) -> Cluster {
         tcp_keepalive: None,
         upstream_protocol: crate::config::UpstreamProtocolConfig::Http1,
         upstream_idle_timeout: None,
+        refusal: None,
+        transport_matches: Vec::new(),
+        bind_source: None,
     }))
 }
 
@@ -150,6 +155,7 @@ async fn strict_dns_resolves_localhost() {
         vec![Locality {
             priority: 0,
             endpoints: vec![Endpoint {
+                transport_match: Vec::new(),
                 address: HostPort::Dns("localhost".into(), 8080),
                 weight: 1,
                 health: Health::Usable,

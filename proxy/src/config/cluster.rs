@@ -1,6 +1,6 @@
 //! Clusters: discovery type, endpoints, load-balancing policy and connection options.
 
-use std::{sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use envoy_types::pb::envoy::config::{
     cluster::v3::{
@@ -9,14 +9,19 @@ use envoy_types::pb::envoy::config::{
             ClusterDiscoveryType, DiscoveryType, DnsLookupFamily, LbConfig, LbPolicy as XdsLbPolicy,
         },
     },
-    core::v3::{HealthStatus as XdsHealthStatus, TcpKeepalive as XdsTcpKeepalive},
+    core::v3::{
+        HealthStatus as XdsHealthStatus, TcpKeepalive as XdsTcpKeepalive,
+        address::Address as XdsAddressKind,
+    },
     endpoint::v3::{
         ClusterLoadAssignment, LbEndpoint as XdsLbEndpoint, LocalityLbEndpoints,
+        cluster_load_assignment::Policy as ClusterLoadAssignmentPolicy,
         lb_endpoint::HostIdentifier,
     },
 };
 
 use super::{
+    Refusal,
     common::{self, HostPort},
     error::{Ctx, Path, reject_unsupported},
 };
@@ -45,6 +50,23 @@ pub struct Cluster {
     pub upstream_protocol: UpstreamProtocolConfig,
     /// Idle pooled HTTP connections are closed after this (`common_http_protocol_options`).
     pub upstream_idle_timeout: Option<Duration>,
+    /// Set when connecting needs a transport Skiff cannot provide (TLS origination, an
+    /// internal upstream): every connection attempt fails (`UF`) and is counted.
+    pub refusal: Option<Refusal>,
+    /// `transport_socket_matches`, in order.
+    pub transport_matches: Vec<TransportMatch>,
+    /// `upstream_bind_config.source_address`: the local address of upstream connections (Istio
+    /// binds inbound passthrough traffic to 127.0.0.6 so the iptables rules let it through).
+    pub bind_source: Option<SocketAddr>,
+}
+
+/// One of a cluster's `transport_socket_matches`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransportMatch {
+    /// Metadata the endpoint must have under `envoy.transport_socket_match`.
+    pub criteria: Vec<(String, String)>,
+    /// What its transport socket means for Skiff (`None`: plaintext).
+    pub refusal: Option<Refusal>,
 }
 
 /// Which HTTP protocol a cluster's hosts are spoken to with.
@@ -59,7 +81,7 @@ pub enum UpstreamProtocolConfig {
 }
 
 /// How a cluster finds its hosts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Discovery {
     /// The configured IP endpoints.
     Static,
@@ -72,6 +94,22 @@ pub enum Discovery {
     },
     /// The original destination of the downstream connection.
     OriginalDst,
+    /// A `ClusterLoadAssignment` from the ADS stream (EDS).
+    Eds {
+        /// The name asked of EDS: `eds_cluster_config.service_name`, else the cluster's name.
+        service_name: Arc<str>,
+        /// How long the cluster may warm waiting for its first assignment; `None` for ever.
+        initial_fetch_timeout: Option<Duration>,
+    },
+}
+
+/// The endpoints of a cluster from EDS (a `ClusterLoadAssignment`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoadAssignment {
+    /// The name it was asked for by (a cluster's EDS service name).
+    pub cluster_name: Arc<str>,
+    /// Endpoints grouped by locality and priority.
+    pub localities: Vec<Locality>,
 }
 
 /// `Cluster.DnsLookupFamily`.
@@ -117,6 +155,9 @@ pub struct Locality {
 /// An upstream endpoint.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoint {
+    /// Its `envoy.transport_socket_match` metadata (string values), which picks its transport
+    /// socket among the cluster's `transport_socket_matches`.
+    pub transport_match: Vec<(String, String)>,
     /// Where it is.
     pub address: HostPort,
     /// Its load-balancing weight (at least 1).
@@ -209,15 +250,12 @@ impl Cluster {
         reject_unsupported!(
             ctx,
             path,
-            transport_socket_matches,
             transport_socket_matcher,
             stats_matcher,
-            eds_cluster_config,
             per_connection_buffer_limit_bytes,
             per_connection_buffer_high_watermark_timeout,
             health_checks,
             max_requests_per_connection,
-            circuit_breakers,
             upstream_http_protocol_options,
             common_http_protocol_options,
             http_protocol_options,
@@ -231,10 +269,7 @@ impl Cluster {
             typed_dns_resolver_config,
             wait_for_warm_on_init,
             outlier_detection,
-            upstream_bind_config,
             lb_subset_config,
-            common_lb_config,
-            transport_socket,
             protocol_selection,
             close_connections_on_host_health_failure,
             ignore_health_on_host_removal,
@@ -259,7 +294,8 @@ impl Cluster {
                 Ok(
                     t @ (DiscoveryType::Static
                     | DiscoveryType::StrictDns
-                    | DiscoveryType::OriginalDst),
+                    | DiscoveryType::OriginalDst
+                    | DiscoveryType::Eds),
                 ) => Some(t),
                 Ok(other) => {
                     ctx.error(
@@ -294,22 +330,26 @@ impl Cluster {
                 family: dns_family(ctx, path, *dns_lookup_family),
             },
             DiscoveryType::OriginalDst => Discovery::OriginalDst,
+            DiscoveryType::Eds => eds(ctx, path, name, eds_cluster_config.as_ref()),
             _ => Discovery::Static,
         });
+        if kind != Some(DiscoveryType::Eds) {
+            reject_unsupported!(ctx, path, eds_cluster_config);
+        }
         if !matches!(discovery, Some(Discovery::StrictDns { .. })) {
             // Envoy ignores these for other types too, but they signal a misunderstanding.
             reject_unsupported!(ctx, path, dns_refresh_rate);
         }
 
         let lb_policy = lb(ctx, path, *lb_policy, lb_config.as_ref());
-        match (discovery, lb_policy) {
+        match (&discovery, lb_policy) {
             (Some(Discovery::OriginalDst), Some(p)) if p != LbPolicy::ClusterProvided => {
                 ctx.error(
                     &path.field("lb_policy"),
                     "only CLUSTER_PROVIDED is allowed with cluster type ORIGINAL_DST",
                 );
             }
-            (Some(d), Some(LbPolicy::ClusterProvided)) if d != Discovery::OriginalDst => {
+            (Some(d), Some(LbPolicy::ClusterProvided)) if *d != Discovery::OriginalDst => {
                 ctx.error(
                     &path.field("lb_policy"),
                     "CLUSTER_PROVIDED is only allowed with cluster type ORIGINAL_DST",
@@ -334,6 +374,12 @@ impl Cluster {
             .as_ref()
             .map(|la| convert_load_assignment(ctx, &path.field("load_assignment"), la, ip_only))
             .unwrap_or_default();
+        if matches!(discovery, Some(Discovery::Eds { .. })) && load_assignment.is_some() {
+            ctx.error(
+                &path.field("load_assignment"),
+                "an EDS cluster takes its endpoints from EDS, not from load_assignment",
+            );
+        }
         if discovery == Some(Discovery::OriginalDst)
             && localities.iter().any(|l| !l.endpoints.is_empty())
         {
@@ -352,6 +398,41 @@ impl Cluster {
             .as_ref()
             .and_then(|o| keepalive_options(ctx, &path.field("upstream_connection_options"), o));
 
+        if let Some(c) = common_lb_config
+            && *c != Default::default()
+        {
+            ctx.error(
+                &path.field("common_lb_config"),
+                format!("not supported by Skiff (value: {})", super::error::show(c)),
+            );
+        }
+        let refusal = transport_socket
+            .as_ref()
+            .and_then(|ts| upstream_transport(ctx, &path.field("transport_socket"), ts));
+        if let Some(cb) = circuit_breakers {
+            unlimited_circuit_breakers(ctx, &path.field("circuit_breakers"), cb);
+        }
+        let tp = path.field("transport_socket_matches");
+        let transport_matches = transport_socket_matches
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let mp = tp.index(i);
+                let criteria = m
+                    .r#match
+                    .as_ref()
+                    .map(|s| string_fields(ctx, &mp.field("match"), s))
+                    .unwrap_or_default();
+                let refusal = match &m.transport_socket {
+                    Some(ts) => upstream_transport(ctx, &mp.field("transport_socket"), ts),
+                    None => None,
+                };
+                TransportMatch { criteria, refusal }
+            })
+            .collect();
+        let bind_source = upstream_bind_config
+            .as_ref()
+            .and_then(|b| bind_config(ctx, &path.field("upstream_bind_config"), b));
         let (discovery, lb_policy) = (discovery?, lb_policy?);
         (ctx.count() == before).then(|| Cluster {
             name: name.as_str().into(),
@@ -362,7 +443,20 @@ impl Cluster {
             tcp_keepalive,
             upstream_protocol,
             upstream_idle_timeout,
+            refusal,
+            transport_matches,
+            bind_source,
         })
+    }
+
+    /// What connecting to an endpoint with this `envoy.transport_socket_match` metadata needs,
+    /// as Envoy picks it: the first match whose criteria the metadata has, else the cluster's
+    /// transport socket. `Some` means Skiff cannot connect to it.
+    pub fn transport_refusal(&self, metadata: &[(String, String)]) -> Option<Refusal> {
+        self.transport_matches
+            .iter()
+            .find(|m| m.criteria.iter().all(|c| metadata.contains(c)))
+            .map_or(self.refusal, |m| m.refusal)
     }
 
     /// Every configured endpoint, across localities and priorities.
@@ -370,6 +464,48 @@ impl Cluster {
         self.localities
             .iter()
             .flat_map(|l| l.endpoints.iter().map(move |e| (l, e)))
+    }
+}
+
+fn eds(
+    ctx: &mut Ctx,
+    path: &Path,
+    name: &str,
+    config: Option<&envoy_types::pb::envoy::config::cluster::v3::cluster::EdsClusterConfig>,
+) -> Discovery {
+    let p = path.field("eds_cluster_config");
+    let Some(config) = config else {
+        ctx.error(
+            &p,
+            "an EDS cluster needs eds_cluster_config with eds_config: {ads: {}}",
+        );
+        return Discovery::Eds {
+            service_name: name.into(),
+            initial_fetch_timeout: None,
+        };
+    };
+    let initial_fetch_timeout =
+        common::ads_config_source(ctx, &p.field("eds_config"), config.eds_config.as_ref());
+    let service_name = if config.service_name.is_empty() {
+        name
+    } else {
+        &config.service_name
+    };
+    Discovery::Eds {
+        service_name: service_name.into(),
+        initial_fetch_timeout,
+    }
+}
+
+impl LoadAssignment {
+    /// Converts a `ClusterLoadAssignment` from EDS: endpoints must be IP addresses.
+    pub(crate) fn convert(ctx: &mut Ctx, path: &Path, la: &ClusterLoadAssignment) -> Option<Self> {
+        let before = ctx.count();
+        let localities = convert_load_assignment(ctx, path, la, true);
+        (ctx.count() == before).then(|| LoadAssignment {
+            cluster_name: la.cluster_name.as_str().into(),
+            localities,
+        })
     }
 }
 
@@ -470,7 +606,28 @@ fn convert_load_assignment(
         named_endpoints,
         policy,
     } = la;
-    reject_unsupported!(ctx, path, named_endpoints, policy);
+    reject_unsupported!(ctx, path, named_endpoints);
+    // Istio sends Envoy's default overprovisioning factor explicitly; anything else changes how
+    // traffic spills between priorities, which Skiff does not model.
+    if let Some(p) = policy {
+        let default_factor = p
+            .overprovisioning_factor
+            .as_ref()
+            .is_none_or(|f| f.value == 140);
+        let rest = ClusterLoadAssignmentPolicy {
+            overprovisioning_factor: None,
+            ..p.clone()
+        };
+        if !default_factor || rest != ClusterLoadAssignmentPolicy::default() {
+            ctx.error(
+                &path.field("policy"),
+                format!(
+                    "only the default overprovisioning_factor (140) is supported by Skiff (value: {})",
+                    super::error::show(p)
+                ),
+            );
+        }
+    }
     // Envoy's schema requires it even for inline assignments, where it is otherwise unused.
     if cluster_name.is_empty() {
         ctx.error(&path.field("cluster_name"), "a cluster_name is required");
@@ -527,7 +684,7 @@ fn convert_endpoint(
 ) -> Option<Endpoint> {
     let XdsLbEndpoint {
         health_status,
-        metadata: _, // opaque to the data path until transport-socket matching exists
+        metadata,
         load_balancing_weight,
         host_identifier,
     } = e;
@@ -564,9 +721,32 @@ fn convert_endpoint(
         }
     };
     let epath = path.field("endpoint");
-    let health_check_config = &endpoint.health_check_config;
+    // An empty health_check_config (as istiod sends) configures nothing.
+    let health_check_config = &endpoint
+        .health_check_config
+        .as_ref()
+        .filter(|h| **h != Default::default());
     let additional_addresses = &endpoint.additional_addresses;
     reject_unsupported!(ctx, &epath, health_check_config, additional_addresses);
+    if let Some(envoy_types::pb::envoy::config::core::v3::Address {
+        address: Some(XdsAddressKind::EnvoyInternalAddress(a)),
+    }) = &endpoint.address
+    {
+        ctx.warn(
+            &epath.field("address.envoy_internal_address"),
+            format!(
+                "an endpoint on internal listener '{}': {}; it gets no traffic",
+                a.address_name_specifier
+                    .as_ref()
+                    .map(|n| match n {
+                        envoy_types::pb::envoy::config::core::v3::envoy_internal_address::AddressNameSpecifier::ServerListenerName(n) => n.as_str(),
+                    })
+                    .unwrap_or(""),
+                Refusal::Tunneling.describe()
+            ),
+        );
+        return None;
+    }
     let (address, _) = common::socket_address(
         ctx,
         &epath.field("address"),
@@ -586,11 +766,150 @@ fn convert_endpoint(
             "an upstream endpoint needs a port",
         );
     }
+    let transport_match = metadata
+        .as_ref()
+        .and_then(|m| m.filter_metadata.get("envoy.transport_socket_match"))
+        .map(|s| string_fields(ctx, &path.field("metadata"), s))
+        .unwrap_or_default();
     Some(Endpoint {
+        transport_match,
         address,
         weight,
         health,
     })
+}
+
+/// The string fields of a metadata or match `Struct` (other kinds cannot match Istio's
+/// `tlsMode` and are rejected).
+fn string_fields(
+    ctx: &mut Ctx,
+    path: &Path,
+    s: &envoy_types::pb::google::protobuf::Struct,
+) -> Vec<(String, String)> {
+    use envoy_types::pb::google::protobuf::value::Kind;
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (k, v) in &s.fields {
+        match &v.kind {
+            Some(Kind::StringValue(v)) => out.push((k.clone(), v.clone())),
+            other => ctx.error(
+                &path.field(k),
+                format!("only string values are supported here (value: {other:?})"),
+            ),
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Istio sets every circuit breaker to the largest value, which is what Skiff does (it has
+/// no limits); smaller limits would change traffic and are rejected.
+/// `upstream_bind_config`: only a source address (an IP, port 0 or fixed) is supported.
+fn bind_config(
+    ctx: &mut Ctx,
+    path: &Path,
+    b: &envoy_types::pb::envoy::config::core::v3::BindConfig,
+) -> Option<SocketAddr> {
+    #[allow(deprecated)]
+    let envoy_types::pb::envoy::config::core::v3::BindConfig {
+        source_address,
+        freebind,
+        socket_options,
+        extra_source_addresses,
+        additional_source_addresses,
+        local_address_selector,
+        validate_network_namespaces,
+    } = b;
+    reject_unsupported!(
+        ctx,
+        path,
+        freebind,
+        socket_options,
+        extra_source_addresses,
+        additional_source_addresses,
+        local_address_selector,
+        validate_network_namespaces
+    );
+    let Some(sa) = source_address else {
+        ctx.error(
+            &path.field("source_address"),
+            "a source address is required",
+        );
+        return None;
+    };
+    let address = envoy_types::pb::envoy::config::core::v3::Address {
+        address: Some(
+            envoy_types::pb::envoy::config::core::v3::address::Address::SocketAddress(sa.clone()),
+        ),
+    };
+    match common::socket_address(ctx, &path.field("source_address"), Some(&address), true)? {
+        (HostPort::Ip(addr), _) => Some(addr),
+        (HostPort::Dns(..), _) => None,
+    }
+}
+
+fn unlimited_circuit_breakers(
+    ctx: &mut Ctx,
+    path: &Path,
+    cb: &envoy_types::pb::envoy::config::cluster::v3::CircuitBreakers,
+) {
+    let unlimited = |v: &Option<envoy_types::pb::google::protobuf::UInt32Value>| {
+        v.as_ref().is_some_and(|v| v.value == u32::MAX)
+    };
+    let ok = cb.per_host_thresholds.is_empty()
+        && cb.thresholds.iter().all(|t| {
+            unlimited(&t.max_connections)
+                && unlimited(&t.max_pending_requests)
+                && unlimited(&t.max_requests)
+                && unlimited(&t.max_retries)
+                && t.retry_budget.is_none()
+                && t.max_connection_pools.is_none()
+        });
+    if !ok {
+        ctx.error(
+            path,
+            format!(
+                "circuit breaker limits are not supported by Skiff; only Istio's unlimited \
+                 thresholds (4294967295) are accepted (value: {})",
+                super::error::show(cb)
+            ),
+        );
+    }
+}
+
+/// A cluster's `transport_socket`: plaintext is what Skiff does; TLS origination and internal
+/// upstreams are accepted but refused at connect time.
+fn upstream_transport(
+    ctx: &mut Ctx,
+    path: &Path,
+    ts: &envoy_types::pb::envoy::config::core::v3::TransportSocket,
+) -> Option<Refusal> {
+    use envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType;
+    let Some(ConfigType::TypedConfig(any)) = &ts.config_type else {
+        ctx.error(path, "a transport socket needs a typed_config");
+        return None;
+    };
+    let refusal = match common::any_type_name(any) {
+        "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer" => return None,
+        "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext" => Refusal::UpstreamTls,
+        "envoy.extensions.transport_sockets.internal_upstream.v3.InternalUpstreamTransport" => {
+            Refusal::Tunneling
+        }
+        other => {
+            ctx.error(
+                &path.field("typed_config"),
+                format!("transport socket @type '{other}' is not supported by Skiff"),
+            );
+            return None;
+        }
+    };
+    ctx.warn(
+        path,
+        format!(
+            "{}: connections to this cluster fail (UF) and are counted",
+            refusal.describe()
+        ),
+    );
+    Some(refusal)
 }
 
 fn keepalive_options(

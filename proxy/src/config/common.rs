@@ -256,6 +256,11 @@ pub(crate) fn any_type_name(any: &Any) -> &str {
     any.type_url.rsplit('/').next().unwrap_or_default()
 }
 
+/// The fully-qualified message name a type URL names (what follows the last `/`).
+pub(crate) fn type_name(type_url: &str) -> &str {
+    type_url.rsplit('/').next().unwrap_or_default()
+}
+
 /// Decodes an `Any` as `T`, or records why it could not be.
 pub(crate) fn unpack<T: prost::Message + prost::Name + Default>(
     ctx: &mut Ctx,
@@ -269,6 +274,66 @@ pub(crate) fn unpack<T: prost::Message + prost::Name + Default>(
             None
         }
     }
+}
+
+/// Envoy's `initial_fetch_timeout` when a config source leaves it unset.
+pub const DEFAULT_INITIAL_FETCH_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Checks that a `ConfigSource` says "from the ADS stream" (`ads: {}`), the only dynamic source
+/// Skiff has, and returns how long the first fetch may take before the resource stops holding
+/// up its users: `None` waits for ever (`0s`), as Envoy does.
+pub(crate) fn ads_config_source(
+    ctx: &mut Ctx,
+    path: &Path,
+    source: Option<&envoy_types::pb::envoy::config::core::v3::ConfigSource>,
+) -> Option<Duration> {
+    use envoy_types::pb::envoy::config::core::v3::{
+        ApiVersion, ConfigSource, config_source::ConfigSourceSpecifier,
+    };
+    let Some(ConfigSource {
+        authorities,
+        initial_fetch_timeout,
+        resource_api_version,
+        config_source_specifier,
+    }) = source
+    else {
+        ctx.error(path, "a config source is required");
+        return None;
+    };
+    reject_unsupported!(ctx, path, authorities);
+    if *resource_api_version != ApiVersion::Auto as i32
+        && *resource_api_version != ApiVersion::V3 as i32
+    {
+        ctx.error(
+            &path.field("resource_api_version"),
+            format!("{resource_api_version}: only V3 is supported"),
+        );
+    }
+    match config_source_specifier {
+        Some(ConfigSourceSpecifier::Ads(_)) => {}
+        Some(other) => {
+            let field = match other {
+                #[allow(deprecated)]
+                ConfigSourceSpecifier::Path(_) => "path",
+                ConfigSourceSpecifier::PathConfigSource(_) => "path_config_source",
+                ConfigSourceSpecifier::ApiConfigSource(_) => "api_config_source",
+                ConfigSourceSpecifier::Self_(_) => "self",
+                ConfigSourceSpecifier::Ads(_) => "ads",
+            };
+            ctx.error(
+                &path.field(field),
+                "not supported by Skiff: resources come from the ADS stream only (write `ads: {}`)",
+            );
+        }
+        None => ctx.error(path, "one of ads, api_config_source, ... is required"),
+    }
+    let timeout = duration_or(
+        ctx,
+        &path.field("initial_fetch_timeout"),
+        initial_fetch_timeout.as_ref(),
+        DEFAULT_INITIAL_FETCH_TIMEOUT,
+    );
+    (!timeout.is_zero()).then_some(timeout)
 }
 
 #[cfg(test)]

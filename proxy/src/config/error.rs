@@ -152,6 +152,12 @@ impl Ctx {
         self.warnings.push(ConfigError::new(path, problem));
     }
 
+    /// Takes over everything `other` recorded.
+    pub(crate) fn absorb(&mut self, other: Ctx) {
+        self.errors.extend(other.errors);
+        self.warnings.extend(other.warnings);
+    }
+
     /// Takes the warnings recorded so far.
     pub(crate) fn take_warnings(&mut self) -> Vec<ConfigError> {
         std::mem::take(&mut self.warnings)

@@ -28,6 +28,7 @@ use prost::Name;
 use super::{
     common,
     error::{Ctx, Path, reject_unsupported},
+    extensions::{self, Extension, Refusal},
     route::RouteConfig,
 };
 
@@ -47,8 +48,8 @@ pub struct HttpConnectionManager {
     pub stat_prefix: Arc<str>,
     /// Which codecs serve downstream connections.
     pub codec: Codec,
-    /// The routes.
-    pub route_config: Arc<RouteConfig>,
+    /// Where the routes come from.
+    pub routes: RouteSource,
     /// The `server` header and how it is set.
     pub server_name: HeaderValue,
     /// How the `server` header of upstream responses is treated.
@@ -89,6 +90,36 @@ pub struct HttpConnectionManager {
     pub http2: Http2Settings,
     /// The router filter's settings.
     pub router: RouterSettings,
+    /// The other HTTP filters.
+    pub filters: FilterExtras,
+    /// Resolve `.` and `..` path segments before routing (`normalize_path`).
+    pub normalize_path: bool,
+    /// Keep a client's `x-forwarded-client-cert` (ALWAYS_FORWARD_ONLY) instead of removing it;
+    /// the other modes remove it, as Envoy does on connections without mTLS.
+    pub forward_client_cert: bool,
+}
+
+/// What the HTTP filters other than the router amount to.
+#[derive(Debug, Default)]
+pub struct FilterExtras {
+    /// Filters accepted because they only observe or do nothing as configured.
+    pub accepted: Vec<&'static str>,
+    /// Set when an enforcing filter Skiff cannot run is configured: every request is refused.
+    pub refusal: Option<Refusal>,
+}
+
+/// Where a connection manager's routes come from.
+#[derive(Debug)]
+pub enum RouteSource {
+    /// Inline (`route_config`).
+    Static(Arc<RouteConfig>),
+    /// The `RouteConfiguration` of this name from the ADS stream (`rds`).
+    Rds {
+        /// `rds.route_config_name`.
+        name: Arc<str>,
+        /// How long a listener may warm waiting for it; `None` for ever.
+        initial_fetch_timeout: Option<Duration>,
+    },
 }
 
 /// `codec_type`.
@@ -133,6 +164,8 @@ pub struct Http2Settings {
     pub initial_stream_window_size: Option<u32>,
     /// `initial_connection_window_size`.
     pub initial_connection_window_size: Option<u32>,
+    /// `allow_connect`: extended CONNECT (RFC 8441), for WebSocket over HTTP/2.
+    pub allow_connect: bool,
 }
 
 /// The router filter's settings.
@@ -219,7 +252,6 @@ impl HttpConnectionManager {
             ctx,
             path,
             add_user_agent,
-            tracing,
             http1_safe_max_connection_duration,
             http3_protocol_options,
             scheme_header_transformation,
@@ -227,21 +259,16 @@ impl HttpConnectionManager {
             drain_timeout,
             drain_timeout_jitter,
             delayed_close_timeout,
-            access_log,
             access_log_flush_interval,
             flush_access_log_on_new_request,
             access_log_options,
             original_ip_detection_extensions,
             early_header_mutation_extensions,
             internal_address_config,
-            set_current_client_cert_details,
             forward_client_cert_matcher,
             proxy_100_continue,
             represent_ipv4_remote_address_as_ipv4_mapped_ipv6,
-            normalize_path,
             merge_slashes,
-            path_with_escaped_slashes_action,
-            request_id_extension,
             local_reply_config,
             stream_error_on_invalid_http_message,
             path_normalization_options,
@@ -256,6 +283,54 @@ impl HttpConnectionManager {
         if stat_prefix.is_empty() {
             ctx.error(&path.field("stat_prefix"), "a stat_prefix is required");
         }
+        // Tracing decides sampling and tags spans; with no tracer in the bootstrap (Skiff has
+        // none) Envoy reports nothing either. Accepted, and said once.
+        if tracing.is_some() {
+            ctx.warn(
+                &path.field("tracing"),
+                "accepted, but Skiff has no tracer: no spans are reported",
+            );
+        }
+        // Access logs belong to the telemetry work; until then they are not written.
+        if !access_log.is_empty() {
+            ctx.warn(
+                &path.field("access_log"),
+                format!(
+                    "{} access log(s) accepted but not written: Skiff does not write HTTP access \
+                     logs yet",
+                    access_log.len()
+                ),
+            );
+        }
+        // The UUID generator is the default request id extension; it is what Skiff does.
+        if let Some(ext) = &request_id_extension
+            && let Some(any) = &ext.typed_config
+            && common::any_type_name(any)
+                != "envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig"
+        {
+            ctx.error(
+                &path.field("request_id_extension.typed_config"),
+                format!(
+                    "request id extension '{}' is not supported by Skiff (only the UUID one)",
+                    common::any_type_name(any)
+                ),
+            );
+        }
+        let normalize_path = normalize_path.as_ref().is_some_and(|b| b.value);
+        {
+            use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::PathWithEscapedSlashesAction as A;
+            match A::try_from(path_with_escaped_slashes_action) {
+                Ok(A::ImplementationSpecificDefault | A::KeepUnchanged) => {}
+                _ => ctx.error(
+                    &path.field("path_with_escaped_slashes_action"),
+                    format!(
+                        "{path_with_escaped_slashes_action}: only KEEP_UNCHANGED is supported by Skiff"
+                    ),
+                ),
+            }
+        }
+        // Only used with mTLS, which Skiff does not terminate yet: there is no certificate.
+        let _ = set_current_client_cert_details;
         let codec = match CodecType::try_from(codec_type) {
             Ok(CodecType::Auto) => Codec::Auto,
             Ok(CodecType::Http1) => Codec::Http1,
@@ -268,23 +343,51 @@ impl HttpConnectionManager {
                 Codec::Auto
             }
         };
-        // Sanitizing (dropping x-forwarded-client-cert) is the default and all Skiff does
-        // until mTLS exists.
-        if forward_client_cert_details != ForwardClientCertDetails::Sanitize as i32 {
-            ctx.error(
-                &path.field("forward_client_cert_details"),
-                format!("{forward_client_cert_details}: only SANITIZE is supported by Skiff yet"),
-            );
-        }
-        let router = http_filters_router(ctx, &path.field("http_filters"), &http_filters);
+        // Without mTLS no connection has a client certificate: Envoy then removes the header
+        // in every mode but ALWAYS_FORWARD_ONLY, which passes it on untouched.
+        let forward_client_cert =
+            match ForwardClientCertDetails::try_from(forward_client_cert_details) {
+                Ok(
+                    ForwardClientCertDetails::Sanitize
+                    | ForwardClientCertDetails::AppendForward
+                    | ForwardClientCertDetails::SanitizeSet
+                    | ForwardClientCertDetails::ForwardOnly,
+                ) => false,
+                Ok(ForwardClientCertDetails::AlwaysForwardOnly) => true,
+                Err(_) => {
+                    ctx.error(
+                        &path.field("forward_client_cert_details"),
+                        format!("unknown value {forward_client_cert_details}"),
+                    );
+                    false
+                }
+            };
+        let mut extras = FilterExtras::default();
+        let router =
+            http_filters_router(ctx, &path.field("http_filters"), &http_filters, &mut extras);
 
         let route_config = match route_specifier {
             Some(RouteSpecifier::RouteConfig(rc)) => {
-                RouteConfig::convert(ctx, &path.field("route_config"), &rc, clusters).map(Arc::new)
+                RouteConfig::convert(ctx, &path.field("route_config"), &rc, clusters)
+                    .map(|rc| RouteSource::Static(Arc::new(rc)))
             }
-            Some(RouteSpecifier::Rds(_)) => {
-                ctx.error(&path.field("rds"), "RDS is not supported by Skiff yet");
-                None
+            Some(RouteSpecifier::Rds(rds)) => {
+                let p = path.field("rds");
+                let initial_fetch_timeout = common::ads_config_source(
+                    ctx,
+                    &p.field("config_source"),
+                    rds.config_source.as_ref(),
+                );
+                if rds.route_config_name.is_empty() {
+                    ctx.error(
+                        &p.field("route_config_name"),
+                        "a route configuration name is required",
+                    );
+                }
+                Some(RouteSource::Rds {
+                    name: rds.route_config_name.as_str().into(),
+                    initial_fetch_timeout,
+                })
             }
             Some(RouteSpecifier::ScopedRoutes(_)) => {
                 ctx.error(&path.field("scoped_routes"), "not supported by Skiff");
@@ -376,11 +479,11 @@ impl HttpConnectionManager {
             }
         }
 
-        let route_config = route_config?;
+        let routes = route_config?;
         (ctx.count() == before).then(|| HttpConnectionManager {
             stat_prefix: stat_prefix.into(),
             codec,
-            route_config,
+            routes,
             server_name,
             server_header,
             max_request_headers_bytes: max_kb as usize * 1024,
@@ -400,16 +503,21 @@ impl HttpConnectionManager {
             upgrades,
             http2,
             router: router.unwrap_or_default(),
+            filters: extras,
+            normalize_path,
+            forward_client_cert,
         })
     }
 }
 
-/// Checks `http_filters`: the router must be last; Skiff has no other HTTP filter yet, so any
-/// other one is refused unless marked optional (then Envoy skips it too, when unknown).
+/// Checks `http_filters`: the router must be last. Other filters are classified by
+/// [`extensions::http_filter`]: accepted (and recorded in `extras`), refused at run time
+/// (fail closed), or rejected unless marked optional (then Envoy skips it too, when unknown).
 fn http_filters_router(
     ctx: &mut Ctx,
     path: &Path,
     filters: &[XdsHttpFilter],
+    extras: &mut FilterExtras,
 ) -> Option<RouterSettings> {
     if filters.is_empty() {
         ctx.error(path, "http_filters must end with envoy.filters.http.router");
@@ -470,19 +578,34 @@ fn http_filters_router(
             router = Some(RouterSettings {
                 suppress_envoy_headers,
             });
-        } else if f.is_optional {
-            // Envoy skips an optional filter it does not know; Skiff skips, and says so.
-            ctx.warn(
-                &tc,
-                format!(
-                    "optional HTTP filter '{type_name}' is not supported by Skiff and is skipped"
-                ),
-            );
         } else {
-            ctx.error(
-                &tc,
-                format!("HTTP filter @type '{type_name}' is not supported by Skiff"),
-            );
+            let mut probe = Ctx::default();
+            match extensions::http_filter(&mut probe, &tc, any) {
+                Some(Extension::Accepted(name)) => extras.accepted.push(name),
+                Some(Extension::Refused(why)) => {
+                    ctx.warn(
+                        &tc,
+                        format!(
+                            "filter '{}': {}; requests through this connection manager are \
+                             refused with 403",
+                            f.name,
+                            why.describe()
+                        ),
+                    );
+                    extras.refusal.get_or_insert(why);
+                }
+                None if f.is_optional => {
+                    // Envoy skips an optional filter it does not know; Skiff skips, and says so.
+                    ctx.warn(
+                        &tc,
+                        format!(
+                            "optional HTTP filter '{type_name}' is not supported by Skiff and is \
+                             skipped"
+                        ),
+                    );
+                }
+                None => ctx.absorb(probe),
+            }
         }
     }
     if router.is_none() {
@@ -601,7 +724,6 @@ fn http2_options(ctx: &mut Ctx, path: &Path, o: &Http2ProtocolOptions) -> Http2S
         ctx,
         path,
         hpack_table_size,
-        allow_connect,
         allow_metadata,
         max_outbound_frames,
         max_outbound_control_frames,
@@ -624,5 +746,6 @@ fn http2_options(ctx: &mut Ctx, path: &Path, o: &Http2ProtocolOptions) -> Http2S
         max_concurrent_streams: max_concurrent_streams.as_ref().map(|v| v.value),
         initial_stream_window_size: initial_stream_window_size.as_ref().map(|v| v.value),
         initial_connection_window_size: initial_connection_window_size.as_ref().map(|v| v.value),
+        allow_connect: *allow_connect,
     }
 }

@@ -4,7 +4,10 @@ use std::{collections::HashSet, net::SocketAddr, sync::Arc, time::Duration};
 
 use envoy_types::pb::envoy::{
     config::{
-        core::v3::TrafficDirection as XdsTrafficDirection,
+        core::v3::{
+            TrafficDirection as XdsTrafficDirection,
+            transport_socket::ConfigType as TransportConfigType,
+        },
         listener::v3::{
             FilterChain as XdsFilterChain, FilterChainMatch as XdsFilterChainMatch,
             Listener as XdsListener, ListenerFilter as XdsListenerFilter,
@@ -24,6 +27,7 @@ use prost::Name;
 use super::{
     common::{self, Cidr, HostPort},
     error::{Ctx, Path, reject_unsupported},
+    extensions::{self, Extension, Refusal},
     http::HttpConnectionManager,
     tcp_proxy::{self, TcpProxy},
 };
@@ -48,6 +52,8 @@ pub struct Listener {
     pub ipv4_compat: bool,
     /// Whether it owns a socket (`bind_to_port`), or only receives handed-off connections.
     pub bind_to_port: bool,
+    /// An internal listener (no socket, no address): accepted, never reached.
+    pub internal: bool,
     /// Whether a connection whose original destination was restored is handed to the listener
     /// for that destination.
     pub use_original_dst: bool,
@@ -71,6 +77,9 @@ pub struct Listener {
     pub filter_chains: Vec<FilterChain>,
     /// The chain for connections no other chain matches.
     pub default_filter_chain: Option<FilterChain>,
+    /// `filter_chain_matcher`: when set, it names the chain, and `filter_chains`' own
+    /// `filter_chain_match` is not used.
+    pub filter_chain_matcher: Option<super::ChainMatcher>,
 }
 
 /// The traffic direction of a listener.
@@ -139,6 +148,11 @@ pub struct FilterChain {
     pub matcher: ChainMatch,
     /// What the chain does with the connection.
     pub action: ChainAction,
+    /// Set when the chain needs something Skiff cannot do (TLS termination, enforcing RBAC,
+    /// tunneling): every connection it gets is refused and counted.
+    pub refusal: Option<Refusal>,
+    /// Filters accepted because they only observe or do nothing as configured.
+    pub accepted: Vec<&'static str>,
 }
 
 /// What a filter chain does with a connection.
@@ -245,7 +259,6 @@ impl Listener {
             additional_addresses,
             stats_matcher,
             fcds_config,
-            filter_chain_matcher,
             per_connection_buffer_limit_bytes,
             per_connection_buffer_high_watermark_timeout,
             deprecated_v1,
@@ -262,7 +275,6 @@ impl Listener {
             ignore_global_conn_limit,
             bypass_overload_manager,
             tcp_keepalive,
-            listener_specifier,
         );
 
         let name: Arc<str> = if name.is_empty() {
@@ -270,15 +282,34 @@ impl Listener {
         } else {
             name.as_str().into()
         };
-        let address =
+        // An internal listener (Envoy's in-process listeners, used by HBONE) has no socket;
+        // Skiff has no internal upstreams to reach it, so it never gets a connection.
+        let internal = matches!(
+            listener_specifier,
+            Some(envoy_types::pb::envoy::config::listener::v3::listener::ListenerSpecifier::InternalListener(_))
+        );
+        if internal {
+            ctx.warn(
+                path,
+                format!(
+                    "internal listener '{name}': {}; it is accepted and never reached",
+                    Refusal::Tunneling.describe()
+                ),
+            );
+        }
+        let address = if internal && address.is_none() {
+            Some((SocketAddr::from(([0, 0, 0, 0], 0)), false))
+        } else {
             match common::socket_address(ctx, &path.field("address"), address.as_ref(), true) {
                 Some((HostPort::Ip(sa), compat)) => Some((sa, compat)),
                 _ => None,
-            };
+            }
+        };
 
         let mut listener_filters: Vec<ListenerFilter> = listener_filters
             .iter()
             .enumerate()
+            .filter(|(_, f)| !(internal && sets_internal_destination(f)))
             .filter_map(|(i, f)| {
                 ListenerFilter::convert(ctx, &path.field("listener_filters").index(i), f)
             })
@@ -336,7 +367,23 @@ impl Listener {
         if l.filter_chains.is_empty() && l.default_filter_chain.is_none() {
             ctx.error(path, "no filter chains specified");
         }
-        check_unique_matches(ctx, &chains_path, &filter_chains);
+        // With a matcher, chains are chosen by name and their filter_chain_match is ignored.
+        let filter_chain_matcher = match filter_chain_matcher {
+            Some(m) => {
+                let names: Vec<&str> = l.filter_chains.iter().map(|c| c.name.as_str()).collect();
+                super::chain_matcher::check_chain_names(ctx, &chains_path, &names);
+                super::chain_matcher::ChainMatcher::convert(
+                    ctx,
+                    &path.field("filter_chain_matcher"),
+                    m,
+                    &names,
+                )
+            }
+            None => {
+                check_unique_matches(ctx, &chains_path, &filter_chains);
+                None
+            }
+        };
 
         let direction = match XdsTrafficDirection::try_from(*traffic_direction) {
             Ok(XdsTrafficDirection::Inbound) => TrafficDirection::Inbound,
@@ -359,7 +406,8 @@ impl Listener {
             name,
             address,
             ipv4_compat,
-            bind_to_port: bind_to_port.as_ref().is_none_or(|b| b.value),
+            bind_to_port: !internal && bind_to_port.as_ref().is_none_or(|b| b.value),
+            internal,
             use_original_dst,
             transparent: transparent.as_ref().is_some_and(|b| b.value),
             freebind: freebind.as_ref().is_some_and(|b| b.value),
@@ -371,12 +419,48 @@ impl Listener {
             continue_on_listener_filters_timeout: *continue_on_listener_filters_timeout,
             filter_chains,
             default_filter_chain,
+            filter_chain_matcher,
         })
     }
 
     /// Whether a listener filter of this kind is configured.
     pub fn has_filter(&self, f: impl Fn(&ListenerFilterKind) -> bool) -> bool {
         self.listener_filters.iter().any(|lf| f(&lf.kind))
+    }
+
+    /// The route configurations its HTTP chains take from RDS, with each one's initial fetch
+    /// timeout (`None`: wait for ever).
+    pub fn rds(&self) -> impl Iterator<Item = (&Arc<str>, Option<Duration>)> {
+        self.filter_chains
+            .iter()
+            .chain(&self.default_filter_chain)
+            .filter_map(|c| match &c.action {
+                ChainAction::Http(h) => match &h.routes {
+                    super::RouteSource::Rds {
+                        name,
+                        initial_fetch_timeout,
+                    } => Some((name, *initial_fetch_timeout)),
+                    super::RouteSource::Static(_) => None,
+                },
+                _ => None,
+            })
+    }
+}
+
+/// Istio's listener filter that sets an internal listener's destination from metadata: only
+/// meaningful on internal listeners, which Skiff never reaches.
+fn sets_internal_destination(f: &XdsListenerFilter) -> bool {
+    match &f.config_type {
+        Some(ListenerFilterConfigType::TypedConfig(any)) => {
+            let name = common::any_type_name(any);
+            (name == "udpa.type.v1.TypedStruct" || name == "xds.type.v3.TypedStruct")
+                && <super::TypedStruct as prost::Message>::decode(any.value.as_slice()).is_ok_and(
+                    |t| {
+                        common::type_name(&t.type_url) == "istio.set_internal_dst_address.v1.Config"
+                    },
+                )
+        }
+        _ => false,
     }
 }
 
@@ -567,13 +651,32 @@ impl FilterChain {
             transport_socket_connect_timeout,
             name,
         } = c;
-        reject_unsupported!(
-            ctx,
-            path,
-            use_proxy_proto,
-            transport_socket,
-            transport_socket_connect_timeout
-        );
+        reject_unsupported!(ctx, path, use_proxy_proto, transport_socket_connect_timeout);
+        let mut refusal = None;
+        let mut accepted = Vec::new();
+        if let Some(ts) = transport_socket {
+            let tp = path.field("transport_socket");
+            match &ts.config_type {
+                Some(TransportConfigType::TypedConfig(any)) => match common::any_type_name(any) {
+                    "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer" => {}
+                    "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext" => {
+                        ctx.warn(
+                            &tp,
+                            format!(
+                                "filter chain '{name}': {}; connections to it are refused",
+                                Refusal::DownstreamTls.describe()
+                            ),
+                        );
+                        refusal = Some(Refusal::DownstreamTls);
+                    }
+                    other => ctx.error(
+                        &tp.field("typed_config"),
+                        format!("transport socket @type '{other}' is not supported by Skiff"),
+                    ),
+                },
+                _ => ctx.error(&tp, "a transport socket needs a typed_config"),
+            }
+        }
         let matcher = filter_chain_match
             .as_ref()
             .map(|m| ChainMatch::convert(ctx, &path.field("filter_chain_match"), m))
@@ -628,11 +731,28 @@ impl FilterChain {
                         action = ChainAction::Http(Arc::new(h));
                     }
                 }
-                other => ctx.error(
-                    &tc,
-                    format!("network filter @type '{other}' is not supported by Skiff"),
-                ),
+                _ => match extensions::network_filter(ctx, &tc, any) {
+                    Some(Extension::Accepted(what)) => accepted.push(what),
+                    Some(Extension::Refused(why)) => {
+                        ctx.warn(
+                            &tc,
+                            format!(
+                                "filter chain '{name}', filter '{}': {}; connections to this \
+                                 chain are refused",
+                                f.name,
+                                why.describe()
+                            ),
+                        );
+                        refusal.get_or_insert(why);
+                    }
+                    None => {}
+                },
             }
+        }
+        if let ChainAction::TcpProxy(t) = &action
+            && t.tunneling
+        {
+            refusal.get_or_insert(Refusal::Tunneling);
         }
         if ctx.count() != before {
             return None;
@@ -648,6 +768,8 @@ impl FilterChain {
             name,
             matcher,
             action,
+            refusal,
+            accepted,
         })
     }
 }

@@ -134,6 +134,51 @@ pub struct RouteAction {
     /// CONNECT requests are terminated here (`connect_config`): the proxy opens a TCP
     /// connection to the upstream host and tunnels the request's bytes over it.
     pub terminate_connect: bool,
+    /// How long the whole stream may last (`max_stream_duration`), if limited.
+    pub max_stream: Option<MaxStream>,
+}
+
+/// `max_stream_duration`: a limit on a stream's whole life, from the request's start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MaxStream {
+    /// The limit; `None` when only the gRPC header sets one.
+    pub max: Option<Duration>,
+    /// `grpc_timeout_header_max`: a request's `grpc-timeout` header sets the limit, capped by
+    /// this (`None`: not capped).
+    pub grpc_header: Option<Option<Duration>>,
+}
+
+// === impl MaxStream ===
+
+impl MaxStream {
+    /// The limit for a request carrying `grpc_timeout` (the header's value), as Envoy applies
+    /// it: the header when allowed and valid (capped), else `max`.
+    pub fn limit(&self, grpc_timeout: Option<&[u8]>) -> Option<Duration> {
+        if let Some(cap) = self.grpc_header
+            && let Some(t) = grpc_timeout.and_then(parse_grpc_timeout)
+        {
+            return Some(cap.map_or(t, |c| t.min(c)));
+        }
+        self.max
+    }
+}
+
+/// A `grpc-timeout` value: up to 8 digits and a unit (`H`, `M`, `S`, `m`, `u`, `n`).
+pub fn parse_grpc_timeout(v: &[u8]) -> Option<Duration> {
+    let (&unit, digits) = v.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(match unit {
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 /// How the cluster of a forwarded request is chosen.
@@ -493,11 +538,16 @@ impl Route {
             action,
             r#match: route_match,
         } = r;
+        // The decorator names the span of a trace; Skiff has no tracer.
+        let _ = decorator;
+        per_filter_config(
+            ctx,
+            &path.field("typed_per_filter_config"),
+            typed_per_filter_config,
+        );
         reject_unsupported!(
             ctx,
             path,
-            decorator,
-            typed_per_filter_config,
             tracing,
             per_request_buffer_limit_bytes,
             request_body_buffer_limit,
@@ -713,7 +763,6 @@ impl RouteAction {
             internal_redirect_action,
             max_internal_redirects,
             hedge_policy,
-            max_stream_duration,
         );
         let check_cluster = |ctx: &mut Ctx, p: &Path, name: &str| {
             if let Some(known) = clusters
@@ -853,6 +902,9 @@ impl RouteAction {
             }
         }
         let cluster = cluster?;
+        let max_stream = max_stream_duration
+            .as_ref()
+            .and_then(|m| MaxStream::convert(ctx, &path.field("max_stream_duration"), m));
         (ctx.count() == before).then(|| RouteAction {
             cluster,
             cluster_not_found,
@@ -863,7 +915,68 @@ impl RouteAction {
             idle_timeout,
             upgrades,
             terminate_connect,
+            max_stream,
         })
+    }
+}
+
+impl MaxStream {
+    fn convert(
+        ctx: &mut Ctx,
+        path: &Path,
+        m: &envoy_types::pb::envoy::config::route::v3::route_action::MaxStreamDuration,
+    ) -> Option<Self> {
+        let envoy_types::pb::envoy::config::route::v3::route_action::MaxStreamDuration {
+            max_stream_duration,
+            grpc_timeout_header_max,
+            grpc_timeout_header_offset,
+        } = m;
+        reject_unsupported!(ctx, path, grpc_timeout_header_offset);
+        let nonzero =
+            |ctx: &mut Ctx,
+             field: &str,
+             d: &Option<envoy_types::pb::google::protobuf::Duration>| {
+                d.as_ref()
+                    .and_then(|d| common::duration(ctx, &path.field(field), d))
+                    .filter(|d| !d.is_zero())
+            };
+        let max = nonzero(ctx, "max_stream_duration", max_stream_duration);
+        let grpc_header = grpc_timeout_header_max
+            .is_some()
+            .then(|| nonzero(ctx, "grpc_timeout_header_max", grpc_timeout_header_max));
+        (max.is_some() || grpc_header.is_some()).then_some(MaxStream { max, grpc_header })
+    }
+}
+
+/// Per-route filter configs: only those of filters that do nothing in Skiff's data path are
+/// accepted (Istio's HBONE `connect_authority`); any other one would change what a filter
+/// Skiff does not run does, so it is rejected.
+fn per_filter_config(
+    ctx: &mut Ctx,
+    path: &Path,
+    configs: &std::collections::HashMap<String, envoy_types::pb::google::protobuf::Any>,
+) {
+    for (name, any) in configs {
+        let p = path.field(name);
+        let type_name = common::any_type_name(any);
+        let inner =
+            if type_name == "udpa.type.v1.TypedStruct" || type_name == "xds.type.v3.TypedStruct" {
+                common::unpack::<super::TypedStruct>(ctx, &p, any).map(|t| t.type_url)
+            } else {
+                None
+            };
+        let ok = inner
+            .as_deref()
+            .is_some_and(|t| common::type_name(t) == "io.istio.http.connect_authority.Config");
+        if !ok {
+            ctx.error(
+                &p,
+                format!(
+                    "per-route config for filter '{name}' ({}) is not supported by Skiff",
+                    inner.as_deref().map_or(type_name, common::type_name)
+                ),
+            );
+        }
     }
 }
 

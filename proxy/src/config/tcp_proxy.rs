@@ -27,6 +27,9 @@ pub struct TcpProxy {
     pub idle_timeout: Option<Duration>,
     /// How many times to try connecting upstream before giving up.
     pub max_connect_attempts: u32,
+    /// Set when the connection must be tunneled (HBONE `tunneling_config`), which Skiff cannot
+    /// do: such connections are refused.
+    pub tunneling: bool,
 }
 
 /// The cluster (or weighted set of clusters) a TCP proxy sends connections to.
@@ -77,7 +80,6 @@ impl TcpProxy {
             access_log,
             backoff_options,
             hash_policy,
-            tunneling_config,
             max_downstream_connection_duration,
             max_downstream_connection_duration_jitter_percentage,
             access_log_flush_interval,
@@ -91,6 +93,14 @@ impl TcpProxy {
         );
         if stat_prefix.is_empty() {
             ctx.error(&path.field("stat_prefix"), "a stat_prefix is required");
+        }
+        let tunneling = tunneling_config.is_some();
+        if tunneling {
+            ctx.warn(
+                &path.field("tunneling_config"),
+                "HBONE tunneling is not supported by Skiff: connections through this filter are \
+                 refused",
+            );
         }
         let target = match cluster_specifier {
             Some(ClusterSpecifier::Cluster(name)) if !name.is_empty() => {
@@ -142,6 +152,7 @@ impl TcpProxy {
             target,
             idle_timeout,
             max_connect_attempts,
+            tunneling,
         })
     }
 }

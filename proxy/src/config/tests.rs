@@ -250,9 +250,9 @@ fn table_of_invalid_values() {
         (
             "",
             "",
-            "type: EDS",
+            "type: LOGICAL_DNS",
             "static_resources.clusters[0].type",
-            "EDS is not supported",
+            "LOGICAL_DNS is not supported",
         ),
         (
             "",
@@ -283,11 +283,12 @@ fn table_of_invalid_values() {
             "required",
         ),
         (
+            // With a matcher every chain needs a name, to be selected by.
             "filter_chain_matcher: {}",
             "",
             "",
-            "static_resources.listeners[0].filter_chain_matcher",
-            "not supported",
+            "static_resources.listeners[0].filter_chains[0].name",
+            "a name is required",
         ),
         (
             "transparent: true\n    socket_options: [{level: 1, name: 2, int_value: 3}]",
@@ -487,4 +488,96 @@ fn json_files_are_read_as_json() {
     .unwrap_err();
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(err.to_string().contains("invalid JSON"), "{err}");
+}
+
+#[test]
+fn an_eds_cluster_needs_an_ads_source_and_no_inline_endpoints() {
+    assert_error(
+        &bootstrap("", "", "type: EDS"),
+        "static_resources.clusters[0].eds_cluster_config",
+        "eds_config: {ads: {}}",
+    );
+    assert_error(
+        &bootstrap(
+            "",
+            "",
+            "type: EDS\n    eds_cluster_config: {eds_config: {path_config_source: {path: /x}}}",
+        ),
+        "static_resources.clusters[0].eds_cluster_config.eds_config.path_config_source",
+        "ADS stream only",
+    );
+}
+
+#[test]
+fn dynamic_resources_name_the_control_plane_cluster() {
+    let yaml = r#"
+node: {id: n, cluster: c}
+dynamic_resources:
+  ads_config:
+    api_type: DELTA_GRPC
+    transport_api_version: V3
+    grpc_services:
+    - envoy_grpc: {cluster_name: xds-grpc}
+      initial_metadata: [{key: ClusterID, value: Kubernetes}]
+  cds_config: {ads: {}, initial_fetch_timeout: 0s, resource_api_version: V3}
+  lds_config: {ads: {}, initial_fetch_timeout: 3s, resource_api_version: V3}
+static_resources:
+  clusters:
+  - name: xds-grpc
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: xds-grpc
+      endpoints: [{lb_endpoints: [{endpoint: {address: {pipe: {path: ./etc/istio/proxy/XDS}}}}]}]
+"#;
+    let b = load(yaml).unwrap();
+    let d = b.dynamic.expect("dynamic resources");
+    assert_eq!(d.ads.protocol, AdsProtocol::Delta);
+    assert_eq!(
+        d.ads.target,
+        AdsTarget::Unix("./etc/istio/proxy/XDS".into())
+    );
+    assert_eq!(
+        d.ads.metadata,
+        vec![("clusterid".to_string(), "Kubernetes".to_string())]
+    );
+    assert_eq!(d.cds, Some(None), "0s waits for ever");
+    assert_eq!(d.lds, Some(Some(std::time::Duration::from_secs(3))));
+    assert!(
+        b.clusters.is_empty(),
+        "the control-plane cluster is not a data-path cluster"
+    );
+
+    let errs = errors(&yaml.replace("xds-grpc}", "nope}"));
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("names cluster 'nope', which is not a static cluster")),
+        "{errs:?}"
+    );
+    let errs = errors(&yaml.replace("DELTA_GRPC", "REST"));
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("REST: Skiff speaks ADS over gRPC only")),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn grpc_timeouts_parse_as_grpc_writes_them() {
+    assert_eq!(
+        parse_grpc_timeout(b"100m"),
+        Some(std::time::Duration::from_millis(100))
+    );
+    assert_eq!(
+        parse_grpc_timeout(b"2S"),
+        Some(std::time::Duration::from_secs(2))
+    );
+    assert_eq!(
+        parse_grpc_timeout(b"1H"),
+        Some(std::time::Duration::from_secs(3600))
+    );
+    assert_eq!(parse_grpc_timeout(b"123456789S"), None, "at most 8 digits");
+    assert_eq!(parse_grpc_timeout(b"5"), None);
+    assert_eq!(parse_grpc_timeout(b"S"), None);
+    assert_eq!(parse_grpc_timeout(b"1x"), None);
 }

@@ -23,10 +23,11 @@ use super::{
 use crate::{
     addr::OrigDst,
     cluster::NoHost,
+    config::Refusal,
     config::{
         ClusterChoice, DirectResponse, HostPort, HostRewrite, Redirect, RedirectPath, Route,
-        RouteAction, RouteActionKind, ServerHeader, StripPort, UpstreamProtocolConfig, VirtualHost,
-        WeightedChoice,
+        RouteAction, RouteActionKind, RouteConfig, RouteSource, ServerHeader, StripPort,
+        UpstreamProtocolConfig, VirtualHost, WeightedChoice,
     },
     flags::ResponseFlag,
     snapshot::Snapshot,
@@ -51,6 +52,20 @@ pub async fn handle(
     snapshot: &Snapshot,
 ) -> (Response<ProxyBody>, Outcome) {
     let config = &mgr.config;
+    if let Some(why) = config.filters.refusal {
+        // An enforcing filter Skiff cannot run: fail closed, as a denial would.
+        crate::refusals::count(why);
+        let flag = match why {
+            Refusal::ExtAuthz => ResponseFlag::UnauthorizedExternalService,
+            _ => ResponseFlag::RbacAccessDenied,
+        };
+        return local(mgr, &req, flag, None);
+    }
+    if config.normalize_path
+        && let Some(normal) = normalized(req.uri())
+    {
+        *req.uri_mut() = normal;
+    }
     // Cheap handles (reference-counted bytes) on the parts routing reads, so the request can
     // be changed while they are in use.
     let uri = req.uri().clone();
@@ -76,7 +91,18 @@ pub async fn handle(
     let path = uri.path_and_query().map_or("/", PathAndQuery::as_str);
     prepare_request_headers(req.headers_mut(), conn, mgr);
 
-    let decision = mgr.routes.route(&RequestFacts {
+    let table = match (&mgr.routes, &config.routes) {
+        (Some(table), _) => table,
+        (None, RouteSource::Rds { name, .. }) => match snapshot.route_table(name) {
+            Some(table) => table,
+            None => return local(mgr, &req, ResponseFlag::NoRouteFound, None),
+        },
+        (None, RouteSource::Static(_)) => {
+            return local(mgr, &req, ResponseFlag::NoRouteFound, None);
+        }
+    };
+    let rc = &*table.config;
+    let decision = table.route(&RequestFacts {
         method: req.method(),
         authority: host_for_routing,
         path,
@@ -86,13 +112,61 @@ pub async fn handle(
         Decision::Route(vh, route) => (vh, route),
         Decision::NoRoute => return local(mgr, &req, ResponseFlag::NoRouteFound, None),
     };
+    let routed = Routed { mgr, rc, vh, route };
     match &route.action {
-        RouteActionKind::Direct(d) => direct(mgr, &req, vh, route, d),
-        RouteActionKind::Redirect(r) => redirect(mgr, &req, vh, route, r, authority, path),
+        RouteActionKind::Direct(d) => direct(mgr, rc, &req, vh, route, d),
+        RouteActionKind::Redirect(r) => redirect(&routed, &req, r, authority, path),
         RouteActionKind::Forward(action) => {
-            forward(req, conn, mgr, snapshot, vh, route, action, authority, path).await
+            forward(req, conn, &routed, snapshot, action, authority, path).await
         }
     }
+}
+
+/// The URI with `.` and `..` segments of its path resolved (RFC 3986, 5.2.4), or `None` when
+/// there is nothing to resolve. `normalize_path` in Envoy: routing and the upstream see the
+/// resolved path.
+fn normalized(uri: &http::Uri) -> Option<http::Uri> {
+    let path = uri.path();
+    let has_dots = path
+        .split('/')
+        .any(|segment| segment == "." || segment == "..");
+    if !has_dots {
+        return None;
+    }
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    let last = segments.len().saturating_sub(1);
+    for (i, segment) in segments.iter().enumerate() {
+        match *segment {
+            "." => {
+                if i == last {
+                    out.push("");
+                }
+            }
+            ".." => {
+                out.pop();
+                if i == last {
+                    out.push("");
+                }
+            }
+            s => out.push(s),
+        }
+    }
+    let mut resolved = String::with_capacity(path.len());
+    for segment in &out {
+        resolved.push('/');
+        resolved.push_str(segment);
+    }
+    if resolved.is_empty() {
+        resolved.push('/');
+    }
+    if let Some(q) = uri.query() {
+        resolved.push('?');
+        resolved.push_str(q);
+    }
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(resolved.parse().ok()?);
+    http::Uri::from_parts(parts).ok()
 }
 
 /// The connection manager's own request headers: forwarding headers and the request id.
@@ -102,8 +176,11 @@ pub async fn handle(
 /// is an edge request (its id is replaced unless `preserve_external_request_id`).
 fn prepare_request_headers(h: &mut HeaderMap, conn: &ConnInfo, mgr: &HttpManager) {
     let config = &mgr.config;
-    // Client certificate details are never trusted from the client (SANITIZE).
-    h.remove(headers::X_FORWARDED_CLIENT_CERT);
+    // Client certificate details are never trusted from a client without mTLS (every mode but
+    // ALWAYS_FORWARD_ONLY).
+    if !config.forward_client_cert {
+        h.remove(headers::X_FORWARDED_CLIENT_CERT);
+    }
     headers::strip_envoy_internal(h);
     let client = crate::config::canonical(conn.client.ip());
     if config.use_remote_address {
@@ -193,13 +270,12 @@ fn echo_request_id(mgr: &HttpManager, req: &impl RequestIdSource, resp: &mut Hea
 /// Response header edits, most specific level first (Envoy's default), or last when
 /// `most_specific_header_mutations_wins`.
 fn edit_response(
-    mgr: &HttpManager,
+    rc: &RouteConfig,
     vh: &VirtualHost,
     route: &Route,
     weighted: Option<&WeightedChoice>,
     h: &mut HeaderMap,
 ) {
-    let rc = &mgr.routes.config;
     let mut levels = [
         weighted.map(|w| &w.headers),
         Some(&route.headers),
@@ -215,13 +291,12 @@ fn edit_response(
 }
 
 fn edit_request(
-    mgr: &HttpManager,
+    rc: &RouteConfig,
     vh: &VirtualHost,
     route: &Route,
     weighted: Option<&WeightedChoice>,
     h: &mut HeaderMap,
 ) {
-    let rc = &mgr.routes.config;
     let mut levels = [
         weighted.map(|w| &w.headers),
         Some(&route.headers),
@@ -238,6 +313,7 @@ fn edit_request(
 
 fn direct(
     mgr: &HttpManager,
+    rc: &RouteConfig,
     req: &Request<Incoming>,
     vh: &VirtualHost,
     route: &Route,
@@ -254,7 +330,7 @@ fn direct(
     }
     resp.headers_mut()
         .insert(header::SERVER, mgr.config.server_name.clone());
-    edit_response(mgr, vh, route, None, resp.headers_mut());
+    edit_response(rc, vh, route, None, resp.headers_mut());
     echo_request_id(mgr, req.headers(), resp.headers_mut());
     let status = resp.status();
     (
@@ -268,14 +344,13 @@ fn direct(
 }
 
 fn redirect(
-    mgr: &HttpManager,
+    routed: &Routed<'_>,
     req: &Request<Incoming>,
-    vh: &VirtualHost,
-    route: &Route,
     r: &Redirect,
     authority: &str,
     path: &str,
 ) -> (Response<ProxyBody>, Outcome) {
+    let Routed { mgr, rc, vh, route } = *routed;
     // The request's protocol as the connection manager recorded it.
     let request_proto = req
         .headers()
@@ -316,7 +391,7 @@ fn redirect(
     }
     resp.headers_mut()
         .insert(header::SERVER, mgr.config.server_name.clone());
-    edit_response(mgr, vh, route, None, resp.headers_mut());
+    edit_response(rc, vh, route, None, resp.headers_mut());
     echo_request_id(mgr, req.headers(), resp.headers_mut());
     let status = resp.status();
     (
@@ -364,16 +439,14 @@ fn matched_prefix_len(route: &Route, path: &str) -> usize {
 async fn forward(
     mut req: Request<Incoming>,
     conn: &ConnInfo,
-    mgr: &HttpManager,
+    routed: &Routed<'_>,
     snapshot: &Snapshot,
-    vh: &VirtualHost,
-    route: &Route,
     action: &RouteAction,
     authority: &str,
     path: &str,
 ) -> (Response<ProxyBody>, Outcome) {
+    let Routed { mgr, rc, vh, route } = *routed;
     let config = &mgr.config;
-    let routed = Routed { mgr, vh, route };
     let not_found = Some(action.cluster_not_found);
     let (cluster_name, weighted) = match pick_cluster(&action.cluster, req.headers()) {
         Some(c) => c,
@@ -385,6 +458,11 @@ async fn forward(
         let flag = ResponseFlag::NoClusterFound;
         return routed.reply(req.headers(), not_found, flag, Some(cluster_name));
     };
+    if let Some(why) = cluster.config.refusal {
+        crate::refusals::count(why);
+        let flag = ResponseFlag::UpstreamConnectionFailure;
+        return routed.reply(req.headers(), None, flag, Some(cluster_name));
+    }
 
     // Upgrades (WebSocket, CONNECT) pass through when the route or the connection manager
     // allows them.
@@ -425,7 +503,7 @@ async fn forward(
         && action.terminate_connect
         && let Some(downstream) = downstream_upgrade
     {
-        return terminate_connect(&routed, &req, cluster, host, downstream, cluster_name).await;
+        return terminate_connect(routed, &req, cluster, host, downstream, cluster_name).await;
     }
 
     // Request headers: hop-by-hop, the route's edits, rewrites, Envoy's router headers.
@@ -435,7 +513,7 @@ async fn forward(
     {
         let h = req.headers_mut();
         headers::strip_hop_by_hop(h, upgrading);
-        edit_request(mgr, vh, route, weighted, h);
+        edit_request(rc, vh, route, weighted, h);
         if let Some(t) = action.timeout
             && !config.router.suppress_envoy_headers
         {
@@ -480,14 +558,25 @@ async fn forward(
         connect_timeout: cluster.config.connect_timeout,
         idle_timeout: cluster.config.upstream_idle_timeout,
         keepalive: cluster.config.tcp_keepalive,
+        bind_source: cluster.config.bind_source,
     };
     // The stream's timers: the route timeout from the end of the request, the stream idle
     // timeout (the route's, else the connection manager's), and the whole-request timeout.
-    let timers = Arc::new(StreamTimers::new(
-        action.timeout,
-        action.idle_timeout.unwrap_or(config.stream_idle_timeout),
-        config.request_timeout,
-    ));
+    let max_stream = action.max_stream.and_then(|m| {
+        m.limit(
+            req.headers()
+                .get(headers::GRPC_TIMEOUT)
+                .map(HeaderValue::as_bytes),
+        )
+    });
+    let timers = Arc::new(
+        StreamTimers::new(
+            action.timeout,
+            action.idle_timeout.unwrap_or(config.stream_idle_timeout),
+            config.request_timeout,
+        )
+        .with_max_stream(max_stream),
+    );
     let req = req.map(|b| {
         if http_body::Body::is_end_stream(&b) {
             // No body to watch (GET and the like): the request is complete already.
@@ -544,7 +633,7 @@ async fn forward(
             HeaderValue::from(ms),
         );
     }
-    edit_response(mgr, vh, route, weighted, h);
+    edit_response(rc, vh, route, weighted, h);
     echo_request_id(mgr, &request_headers, h);
 
     let tunnelled = switching || (connect && resp.status().is_success());
@@ -565,8 +654,10 @@ async fn forward(
 
 /// A local reply for a request that matched a route: Envoy applies the route's response
 /// header edits (route, virtual host and route configuration levels) to it too.
+#[derive(Clone, Copy)]
 struct Routed<'a> {
     mgr: &'a HttpManager,
+    rc: &'a RouteConfig,
     vh: &'a VirtualHost,
     route: &'a Route,
 }
@@ -581,7 +672,7 @@ impl Routed<'_> {
     ) -> (Response<ProxyBody>, Outcome) {
         let (status, flag) = (reply.status, reply.flag);
         let mut resp = reply.into_response(&self.mgr.config.server_name);
-        edit_response(self.mgr, self.vh, self.route, None, resp.headers_mut());
+        edit_response(self.rc, self.vh, self.route, None, resp.headers_mut());
         echo_request_id(self.mgr, request_headers, resp.headers_mut());
         (
             resp,
@@ -604,7 +695,7 @@ impl Routed<'_> {
         let status = status.unwrap_or(reply.status);
         let mut resp = reply.into_response(&self.mgr.config.server_name);
         *resp.status_mut() = status;
-        edit_response(self.mgr, self.vh, self.route, None, resp.headers_mut());
+        edit_response(self.rc, self.vh, self.route, None, resp.headers_mut());
         echo_request_id(self.mgr, request_headers, resp.headers_mut());
         (
             resp,
@@ -641,6 +732,7 @@ fn timeout_reply(expired: Expired, timers: &StreamTimers) -> LocalReply {
         // 504 when the client had sent everything (the upstream was slow), else 408.
         Expired::Idle => LocalReply::stream_idle_timeout(timers.is_request_done()),
         Expired::Request => LocalReply::request_timeout(),
+        Expired::MaxStream => LocalReply::for_flag(ResponseFlag::UpstreamMaxStreamDurationReached),
     }
 }
 

@@ -7,6 +7,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, header};
 
 use crate::config::{AppendAction, HeaderAdd, HeaderEdits};
 
+/// `grpc-timeout`: a gRPC client's deadline for the call.
+pub const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 /// `x-request-id`.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// `x-forwarded-for`.

@@ -49,6 +49,12 @@ impl LocalReply {
             ResponseFlag::StreamIdleTimeout => (StatusCode::REQUEST_TIMEOUT, "stream timeout"),
             ResponseFlag::DownstreamProtocolError => (StatusCode::BAD_REQUEST, "Bad Request"),
             ResponseFlag::DownstreamConnectionTermination => (StatusCode::BAD_REQUEST, ""),
+            ResponseFlag::UpstreamMaxStreamDurationReached => (
+                StatusCode::REQUEST_TIMEOUT,
+                "upstream max stream duration reached",
+            ),
+            ResponseFlag::RbacAccessDenied => (StatusCode::FORBIDDEN, "RBAC: access denied"),
+            ResponseFlag::UnauthorizedExternalService => (StatusCode::FORBIDDEN, ""),
         };
         LocalReply {
             status,

@@ -40,6 +40,8 @@ pub struct ConnectSettings {
     pub idle_timeout: Option<Duration>,
     /// TCP keepalive, if configured.
     pub keepalive: Option<TcpKeepalive>,
+    /// The local address to connect from (`upstream_bind_config`).
+    pub bind_source: Option<SocketAddr>,
 }
 
 /// Why a request could not be sent.
@@ -248,6 +250,8 @@ impl HostPool {
         if let Some(k) = &settings.keepalive {
             crate::tcp::set_keepalive(&socket, k).map_err(SendError::Connect)?;
         }
+        crate::tcp::bind_source(&socket, settings.bind_source, self.addr)
+            .map_err(SendError::Connect)?;
         match tokio::time::timeout(settings.connect_timeout, socket.connect(self.addr)).await {
             Ok(r) => r.map_err(SendError::Connect),
             Err(_) => Err(SendError::Connect(io::Error::new(

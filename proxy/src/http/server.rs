@@ -19,10 +19,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpStream,
+    sync::watch,
 };
 
 use super::{ConnInfo, HttpManager, forward};
-use crate::{config::Codec, snapshot::Snapshot};
+use crate::{config::Codec, snapshot::Live};
 
 /// Serves HTTP on `stream` until the client closes it, or it stays idle for the connection
 /// manager's `idle_timeout` (then it is shut down gracefully: requests in flight finish).
@@ -30,14 +31,16 @@ pub async fn serve(
     stream: TcpStream,
     conn: ConnInfo,
     mgr: Arc<HttpManager>,
-    snapshot: Arc<Snapshot>,
+    live: Arc<Live>,
+    drain: watch::Receiver<bool>,
 ) {
     let config = mgr.config.clone();
     let svc = {
         let mgr = mgr.clone();
         service_fn(move |req: Request<Incoming>| {
             let mgr = mgr.clone();
-            let snapshot = snapshot.clone();
+            // Routes and clusters as they are when the request starts, kept until it ends.
+            let snapshot = live.load();
             async move {
                 // Copy what the log line needs only when it will be written.
                 let logged = tracing::enabled!(tracing::Level::DEBUG)
@@ -72,7 +75,7 @@ pub async fn serve(
                 .timer(TokioTimer::new())
                 .header_read_timeout(config.request_headers_timeout);
             let conn = b.serve_connection(io, svc).with_upgrades();
-            drive(conn, &activity, config.idle_timeout, |c| {
+            drive(conn, &activity, config.idle_timeout, drain, |c| {
                 c.graceful_shutdown()
             })
             .await
@@ -82,7 +85,7 @@ pub async fn serve(
             let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
             configure_h2(&mut b, &mgr);
             let conn = b.serve_connection(io, svc);
-            drive(conn, &activity, config.idle_timeout, |c| {
+            drive(conn, &activity, config.idle_timeout, drain, |c| {
                 c.graceful_shutdown()
             })
             .await
@@ -110,9 +113,12 @@ pub async fn serve(
                 if let Some(n) = config.http2.initial_connection_window_size {
                     h2.initial_connection_window_size(n);
                 }
+                if config.http2.allow_connect {
+                    h2.enable_connect_protocol();
+                }
             }
             let conn = b.serve_connection_with_upgrades(io, svc);
-            drive(conn, &activity, config.idle_timeout, |c| {
+            drive(conn, &activity, config.idle_timeout, drain, |c| {
                 c.graceful_shutdown()
             })
             .await
@@ -124,34 +130,35 @@ pub async fn serve(
     }
 }
 
-/// Runs a connection to its end; once no byte has moved for `idle`, asks it to shut down
-/// gracefully (HTTP/1: close when no request is in flight; HTTP/2: GOAWAY) and waits for that.
-/// The check runs every `idle`, so a connection closes between one and two `idle`s after its
-/// last byte: the IO path only sets a flag, with no clock read per read or write.
+/// Runs a connection to its end. Once no byte has moved for `idle`, or when the listener
+/// drains, asks it to shut down gracefully (HTTP/1: close when no request is in flight; HTTP/2:
+/// GOAWAY) and waits for that. The idle check runs every `idle`, so a connection closes between
+/// one and two `idle`s after its last byte: the IO path only sets a flag, with no clock read per
+/// read or write.
 async fn drive<C, T, E>(
     conn: C,
     activity: &Activity,
     idle: Option<Duration>,
+    mut drain: watch::Receiver<bool>,
     shutdown: impl FnOnce(Pin<&mut C>),
 ) -> Result<T, E>
 where
     C: Future<Output = Result<T, E>>,
 {
     let mut conn = std::pin::pin!(conn);
-    let Some(idle) = idle else {
-        return conn.await;
-    };
     loop {
         tokio::select! {
             out = conn.as_mut() => return out,
-            () = tokio::time::sleep(idle) => {
+            () = crate::listener::drained(&mut drain) => break,
+            () = tokio::time::sleep(idle.unwrap_or(Duration::MAX)), if idle.is_some() => {
                 if !activity.take() {
-                    shutdown(conn.as_mut());
-                    return conn.await;
+                    break;
                 }
             }
         }
     }
+    shutdown(conn.as_mut());
+    conn.await
 }
 
 fn configure_h2(b: &mut hyper::server::conn::http2::Builder<TokioExecutor>, mgr: &HttpManager) {
@@ -166,6 +173,9 @@ fn configure_h2(b: &mut hyper::server::conn::http2::Builder<TokioExecutor>, mgr:
     }
     if let Some(n) = config.http2.initial_connection_window_size {
         b.initial_connection_window_size(n);
+    }
+    if config.http2.allow_connect {
+        b.enable_connect_protocol();
     }
 }
 

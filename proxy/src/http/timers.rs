@@ -1,6 +1,6 @@
 //! The timers of one HTTP stream: Envoy's route `timeout` (from the end of the request to the
 //! end of the response), the stream idle timeout (no byte either way), and `request_timeout`
-//! (the whole request must arrive).
+//! (the whole request must arrive), and the route's `max_stream_duration` (the whole stream).
 //!
 //! Hot path: one `StreamTimers` per request, shared by the request body, the wait for the
 //! response, and the response body. Activity is recorded with relaxed atomics; nothing here
@@ -22,6 +22,8 @@ pub enum Expired {
     Idle,
     /// The request did not arrive in full within `request_timeout`.
     Request,
+    /// The stream outlived the route's `max_stream_duration` (Envoy's `UMSDR`).
+    MaxStream,
 }
 
 /// The shared timer state of a stream.
@@ -31,6 +33,7 @@ pub struct StreamTimers {
     route: Option<Duration>,
     idle: Option<Duration>,
     request: Option<Duration>,
+    max_stream: Option<Duration>,
     /// Milliseconds after `start` of the last byte in either direction.
     last_activity: AtomicU64,
     /// Milliseconds after `start` at which the request ended; `u64::MAX` until then.
@@ -49,14 +52,24 @@ impl StreamTimers {
             route,
             idle,
             request,
+            max_stream: None,
             last_activity: AtomicU64::new(0),
             request_done: AtomicU64::new(NOT_YET),
         }
     }
 
+    /// Adds a limit on the whole stream, counted from its start.
+    pub fn with_max_stream(mut self, max: Option<Duration>) -> Self {
+        self.max_stream = max;
+        self
+    }
+
     /// Whether no timer is set.
     pub fn is_empty(&self) -> bool {
-        self.route.is_none() && self.idle.is_none() && self.request.is_none()
+        self.route.is_none()
+            && self.idle.is_none()
+            && self.request.is_none()
+            && self.max_stream.is_none()
     }
 
     fn since_start(&self, now: Instant) -> u64 {
@@ -109,6 +122,9 @@ impl StreamTimers {
             && done == NOT_YET
         {
             consider(at(0, d), Expired::Request);
+        }
+        if let Some(d) = self.max_stream {
+            consider(at(0, d), Expired::MaxStream);
         }
         match next {
             Some((deadline, kind)) if deadline <= now => Err(kind),

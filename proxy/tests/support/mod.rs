@@ -171,7 +171,7 @@ impl Proxy {
         }
     }
 
-    fn read_listeners(&self) -> HashMap<String, SocketAddr> {
+    pub fn read_listeners(&self) -> HashMap<String, SocketAddr> {
         let (status, body) = http_get(self.admin, "/listeners?format=json").unwrap();
         assert_eq!(status, 200, "{body}");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
