@@ -53,6 +53,8 @@ pub struct AdminState {
     pub live: AtomicBool,
     /// Whether the ADS stream is up.
     pub xds_connected: AtomicBool,
+    /// The ADS stream, once started: its per-type counters feed `/stats`.
+    pub ads: std::sync::OnceLock<xds_client::transport::AdsHandle>,
     /// Notified by `POST /quitquitquit`.
     pub quit: Notify,
 }
@@ -101,6 +103,7 @@ impl AdminState {
             dynamic: Default::default(),
             live: AtomicBool::new(false),
             xds_connected: AtomicBool::new(false),
+            ads: std::sync::OnceLock::new(),
             quit: Notify::new(),
         }
     }
@@ -323,6 +326,44 @@ fn stats(state: &AdminState) -> String {
     let mut out = String::new();
     let connected = u8::from(state.xds_connected.load(Ordering::Acquire));
     let _ = writeln!(out, "control_plane.connected: {connected}");
+    if let Some(ads) = state.ads.get() {
+        let metrics = ads.metrics();
+        let millis = |t: Option<SystemTime>| {
+            t.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_millis())
+        };
+        for (type_url, short, envoy) in [
+            (
+                xds_client::type_url::CLUSTER,
+                "cds",
+                Some("cluster_manager.cds"),
+            ),
+            (xds_client::type_url::ENDPOINT, "eds", None),
+            (
+                xds_client::type_url::LISTENER,
+                "lds",
+                Some("listener_manager.lds"),
+            ),
+            (xds_client::type_url::ROUTE, "rds", None),
+        ] {
+            let m = metrics.get(type_url).cloned().unwrap_or_default();
+            // Envoy's names where tools read them, Skiff's for the per-resource ones.
+            for prefix in envoy
+                .into_iter()
+                .chain(Some(&*format!("skiff.xds.{short}")))
+            {
+                let _ = writeln!(out, "{prefix}.update_success: {}", m.updates_accepted);
+                let _ = writeln!(out, "{prefix}.update_rejected: {}", m.updates_rejected);
+                let _ = writeln!(out, "{prefix}.update_time: {}", millis(m.last_update));
+            }
+            let _ = writeln!(
+                out,
+                "skiff.xds.{short}.resources_rejected: {}",
+                m.resources_rejected
+            );
+        }
+        let _ = writeln!(out, "skiff.xds.connects: {}", ads.connects());
+    }
     for (why, n) in crate::refusals::snapshot() {
         let _ = writeln!(out, "skiff.refused.{}: {n}", why.name());
     }

@@ -95,17 +95,16 @@ pub async fn run(bootstrap: Bootstrap, settings: Settings) -> Result<(), StartEr
     let mut store = xds::Store::new(&bootstrap, &snapshot, manager, live, state.clone());
     store.start()?;
     let shared = xds::shared(store);
-    let _ads = match &bootstrap.dynamic {
+    match &bootstrap.dynamic {
         Some(dynamic) => {
             let node = xds::node(bootstrap.xds_node.as_ref()).map_err(XdsError::from)?;
             tracing::info!(node = %node.id, protocol = ?dynamic.ads.protocol, target = ?dynamic.ads.target, "connecting to the control plane");
-            Some(xds::start(dynamic, node, &settings.xds, shared.clone())?)
+            let ads = xds::start(dynamic, node, &settings.xds, shared.clone())?;
+            // Set once, here: the admin state was created above with no stream.
+            let _ = state.ads.set(ads);
         }
-        None => {
-            state.live.store(true, std::sync::atomic::Ordering::Release);
-            None
-        }
-    };
+        None => state.live.store(true, std::sync::atomic::Ordering::Release),
+    }
     tracing::info!(
         listeners = snapshot.listeners.len(),
         clusters = snapshot.clusters.len(),

@@ -471,6 +471,19 @@ async fn a_bad_resource_is_nacked_and_the_last_good_one_keeps_serving() {
         "{routes:#}"
     );
     assert!(proxy.is_running());
+    // The client's counters, under Envoy's names where tools read them.
+    let count = |name: &str| -> u64 {
+        stat(&proxy, name)
+            .unwrap_or_else(|| panic!("no stat {name}"))
+            .parse()
+            .unwrap()
+    };
+    assert!(count("skiff.xds.rds.update_rejected") >= 1);
+    assert!(count("skiff.xds.rds.resources_rejected") >= 1);
+    assert!(count("listener_manager.lds.update_success") >= 1);
+    assert!(count("cluster_manager.cds.update_success") >= 1);
+    assert_eq!(count("cluster_manager.cds.update_rejected"), 0);
+    assert!(count("skiff.xds.rds.update_time") > 1_600_000_000_000);
 
     // A fixed version is taken.
     let mut good = docs.clone();

@@ -130,14 +130,19 @@ impl Eq for Regex {}
 /// bytes, so the bound is set generously while still refusing pathological expressions.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
-fn compile(ctx: &mut Ctx, path: &Path, pattern: &str) -> Option<regex::Regex> {
-    match regex::RegexBuilder::new(pattern)
-        .size_limit(REGEX_SIZE_LIMIT)
-        .build()
-    {
+/// Compiles `pattern`, the operator's `source` possibly anchored; errors speak of `source`.
+fn compile(ctx: &mut Ctx, path: &Path, pattern: &str, source: &str) -> Option<regex::Regex> {
+    let build = |p: &str| {
+        regex::RegexBuilder::new(p)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .build()
+    };
+    match build(pattern) {
         Ok(r) => Some(r),
         Err(e) => {
-            ctx.error(path, format!("invalid regex '{pattern}': {e}"));
+            // The operator's own expression explains the error in the operator's terms.
+            let e = build(source).err().unwrap_or(e);
+            ctx.error(path, format!("invalid regex '{source}': {e}"));
             None
         }
     }
@@ -147,14 +152,14 @@ fn compile(ctx: &mut Ctx, path: &Path, pattern: &str) -> Option<regex::Regex> {
 pub(crate) fn full_regex(ctx: &mut Ctx, path: &Path, m: &XdsRegexMatcher) -> Option<FullRegex> {
     // `engine_type` only names RE2 (deprecated); any value means the same engine.
     let source = m.regex.clone();
-    let regex = compile(ctx, &path.field("regex"), &format!("^(?:{source})$"))?;
+    let regex = compile(ctx, &path.field("regex"), &format!("^(?:{source})$"), &source)?;
     Some(FullRegex { source, regex })
 }
 
 /// Converts a `RegexMatcher` used to find and substitute.
 pub(crate) fn search_regex(ctx: &mut Ctx, path: &Path, m: &XdsRegexMatcher) -> Option<Regex> {
     let source = m.regex.clone();
-    let regex = compile(ctx, &path.field("regex"), &source)?;
+    let regex = compile(ctx, &path.field("regex"), &source, &source)?;
     Some(Regex { source, regex })
 }
 
