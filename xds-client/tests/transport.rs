@@ -280,3 +280,130 @@ async fn an_unreachable_control_plane_is_retried_and_never_connected() {
     assert_eq!(handle.connects(), 0);
     handle.shutdown();
 }
+
+/// Runs openssl with `args` in `dir`.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl is installed (apt-get install openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA named `name` in `dir`: `name.pem` and `name.key`.
+fn ca(dir: &std::path::Path, name: &str) {
+    let (pem, key) = (format!("{name}.pem"), format!("{name}.key"));
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &pem,
+            "-days",
+            "1",
+            "-subj",
+            &format!("/CN={name}"),
+        ],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_the_control_plane_verifies_the_server_against_the_ca_file() {
+    let dir = std::env::temp_dir().join(format!("xds-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    ca(&dir, "root");
+    ca(&dir, "other");
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "istiod.key",
+            "-out",
+            "istiod.csr",
+            "-subj",
+            "/CN=istiod",
+        ],
+    );
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=DNS:istiod.istio-system.svc\n",
+    )
+    .unwrap();
+    openssl(
+        &dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "istiod.csr",
+            "-CA",
+            "root.pem",
+            "-CAkey",
+            "root.key",
+            "-CAcreateserial",
+            "-out",
+            "istiod.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "san.ext",
+        ],
+    );
+    let server = Server::new();
+    let version = server.set_resources(resources(&["a"], &[]));
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let _serving = server
+        .serve_tcp_tls(
+            l,
+            &std::fs::read(dir.join("istiod.pem")).unwrap(),
+            &std::fs::read(dir.join("istiod.key")).unwrap(),
+        )
+        .unwrap();
+
+    let with_ca = |ca: &str| {
+        let mut c = config(addr, Protocol::Delta, None);
+        c.tls = Some(transport::TlsConfig {
+            ca_file: dir.join(ca),
+            server_name: Some("istiod.istio-system.svc".into()),
+        });
+        c
+    };
+    // Signed by another CA: the handshake fails, the client never connects.
+    let wrong =
+        transport::spawn(with_ca("other.pem"), node(), watches(), Recorder::default()).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(wrong.connects(), 0);
+    assert!(server.status().is_empty(), "{:?}", server.status());
+    wrong.shutdown();
+
+    let sub = Recorder::default();
+    sub.warm.store(true, Ordering::Release);
+    let right = transport::spawn(with_ca("root.pem"), node(), watches(), sub).unwrap();
+    wait(&server, |s| {
+        s.iter().any(|st| st.acked(type_url::CLUSTER, &version))
+    })
+    .await;
+    assert!(right.connected());
+    right.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+}

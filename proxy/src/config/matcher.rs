@@ -152,7 +152,12 @@ fn compile(ctx: &mut Ctx, path: &Path, pattern: &str, source: &str) -> Option<re
 pub(crate) fn full_regex(ctx: &mut Ctx, path: &Path, m: &XdsRegexMatcher) -> Option<FullRegex> {
     // `engine_type` only names RE2 (deprecated); any value means the same engine.
     let source = m.regex.clone();
-    let regex = compile(ctx, &path.field("regex"), &format!("^(?:{source})$"), &source)?;
+    let regex = compile(
+        ctx,
+        &path.field("regex"),
+        &format!("^(?:{source})$"),
+        &source,
+    )?;
     Some(FullRegex { source, regex })
 }
 

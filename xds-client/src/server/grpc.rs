@@ -59,6 +59,9 @@ pub enum ServeError {
     /// The gRPC server failed.
     #[error("the xDS gRPC server failed: {0}")]
     Transport(#[source] tonic::transport::Error),
+    /// The TLS certificate or key is unusable.
+    #[error("the xDS server's TLS identity is unusable: {0}")]
+    Tls(#[source] tonic::transport::Error),
     /// The serving task panicked or was cancelled.
     #[error("the xDS gRPC server task ended abnormally: {0}")]
     Task(#[source] tokio::task::JoinError),
@@ -95,7 +98,31 @@ impl Server {
         self.serve(UnixListenerStream::new(listener))
     }
 
+    /// Serves ADS over TLS on a TCP listener, with the PEM certificate chain and key given (as
+    /// istiod serves on 15012).
+    pub fn serve_tcp_tls(
+        &self,
+        listener: TcpListener,
+        cert_pem: &[u8],
+        key_pem: &[u8],
+    ) -> Result<ServerHandle, ServeError> {
+        let tls = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(cert_pem, key_pem));
+        let builder = tonic::transport::Server::builder()
+            .tls_config(tls)
+            .map_err(ServeError::Tls)?;
+        Ok(self.serve_with(builder, TcpListenerStream::new(listener)))
+    }
+
     fn serve<I, IO>(&self, incoming: I) -> ServerHandle
+    where
+        I: Stream<Item = std::io::Result<IO>> + Send + 'static,
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Connected + Unpin + Send + 'static,
+    {
+        self.serve_with(tonic::transport::Server::builder(), incoming)
+    }
+
+    fn serve_with<I, IO>(&self, builder: tonic::transport::Server, incoming: I) -> ServerHandle
     where
         I: Stream<Item = std::io::Result<IO>> + Send + 'static,
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Connected + Unpin + Send + 'static,
@@ -105,13 +132,11 @@ impl Server {
             server: self.clone(),
             shutdown: signal.clone(),
         });
-        let task = tokio::spawn(
-            tonic::transport::Server::builder().serve_with_incoming_shutdown(
-                service,
-                incoming,
-                shutdown_requested(signal),
-            ),
-        );
+        let task = tokio::spawn(builder.serve_with_incoming_shutdown(
+            service,
+            incoming,
+            shutdown_requested(signal),
+        ));
         ServerHandle { shutdown, task }
     }
 }
