@@ -364,6 +364,17 @@ fn stats(state: &AdminState) -> String {
         }
         let _ = writeln!(out, "skiff.xds.connects: {}", ads.connects());
     }
+    use crate::http::forward::{RETRIES, RETRY_LIMIT_EXCEEDED, RETRY_SKIPPED_BODY};
+    for (name, n) in [
+        ("upstream_rq_retry", &RETRIES),
+        ("upstream_rq_retry_limit_exceeded", &RETRY_LIMIT_EXCEEDED),
+        (
+            "upstream_rq_retry_skipped_request_body",
+            &RETRY_SKIPPED_BODY,
+        ),
+    ] {
+        let _ = writeln!(out, "skiff.http.{name}: {}", n.load(Ordering::Relaxed));
+    }
     for (why, n) in crate::refusals::snapshot() {
         let _ = writeln!(out, "skiff.refused.{}: {n}", why.name());
     }

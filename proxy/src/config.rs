@@ -19,6 +19,7 @@ mod http;
 #[allow(deprecated)]
 mod listener;
 mod matcher;
+mod retry;
 #[allow(deprecated)]
 mod route;
 mod schema;
@@ -56,6 +57,7 @@ pub use self::{
         FullRegex, HeaderMatch, HeaderMatcher, QueryParameterMatcher, Regex, StringMatch,
         StringMatcher,
     },
+    retry::{RetryOn, RetryPolicy},
     route::{
         AppendAction, ClusterChoice, DirectResponse, HeaderAdd, HeaderEdits, HostRewrite,
         MaxStream, PathMatch, Redirect, RedirectPath, Route, RouteAction, RouteActionKind,

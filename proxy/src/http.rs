@@ -5,7 +5,7 @@
 //! only what the request needs, and logs at debug level only.
 
 pub mod body;
-mod forward;
+pub(crate) mod forward;
 pub mod headers;
 mod local_reply;
 pub mod pool;

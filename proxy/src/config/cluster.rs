@@ -273,7 +273,6 @@ impl Cluster {
             protocol_selection,
             close_connections_on_host_health_failure,
             ignore_health_on_host_removal,
-            filters,
             load_balancing_policy,
             lrs_server,
             lrs_report_endpoint_metrics,
@@ -405,6 +404,9 @@ impl Cluster {
                 &path.field("common_lb_config"),
                 format!("not supported by Skiff (value: {})", super::error::show(c)),
             );
+        }
+        for (i, f) in filters.iter().enumerate() {
+            upstream_filter(ctx, &path.field("filters").index(i), f);
         }
         let refusal = transport_socket
             .as_ref()
@@ -803,6 +805,29 @@ fn string_fields(
 
 /// Istio sets every circuit breaker to the largest value, which is what Skiff does (it has
 /// no limits); smaller limits would change traffic and are rejected.
+/// A cluster's upstream network filter: Istio's metadata exchange, which acts only once mTLS
+/// negotiates `istio-peer-exchange` (so, until then, passes bytes through), is accepted.
+fn upstream_filter(
+    ctx: &mut Ctx,
+    path: &Path,
+    f: &envoy_types::pb::envoy::config::cluster::v3::Filter,
+) {
+    let Some(any) = &f.typed_config else {
+        ctx.error(&path.field("typed_config"), "a typed_config is required");
+        return;
+    };
+    match super::extensions::network_filter(ctx, &path.field("typed_config"), any) {
+        Some(super::Extension::Accepted("istio.metadata_exchange")) | None => {}
+        Some(_) => ctx.error(
+            path,
+            format!(
+                "upstream network filter '{}' is not supported by Skiff",
+                f.name
+            ),
+        ),
+    }
+}
+
 /// `upstream_bind_config`: only a source address (an IP, port 0 or fixed) is supported.
 fn bind_config(
     ctx: &mut Ctx,

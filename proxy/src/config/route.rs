@@ -25,6 +25,7 @@ use super::{
     common,
     error::{Ctx, Path, reject_unsupported},
     matcher::{self, FullRegex, HeaderMatcher, QueryParameterMatcher, Regex},
+    retry::RetryPolicy,
 };
 
 /// Envoy's route `timeout` when unset.
@@ -56,6 +57,10 @@ pub struct VirtualHost {
     pub routes: Vec<Route>,
     /// Header edits for this virtual host.
     pub headers: HeaderEdits,
+    /// `include_request_attempt_count`: upstream requests carry `x-envoy-attempt-count`.
+    pub attempt_count_in_request: bool,
+    /// `include_attempt_count_in_response`: so do responses.
+    pub attempt_count_in_response: bool,
 }
 
 /// A route: a match and what to do.
@@ -136,6 +141,9 @@ pub struct RouteAction {
     pub terminate_connect: bool,
     /// How long the whole stream may last (`max_stream_duration`), if limited.
     pub max_stream: Option<MaxStream>,
+    /// When a failed attempt is tried again (the route's `retry_policy`, else the virtual
+    /// host's).
+    pub retry: Option<Arc<RetryPolicy>>,
 }
 
 /// `max_stream_duration`: a limit on a stream's whole life, from the request's start.
@@ -455,9 +463,6 @@ impl VirtualHost {
             rate_limits,
             cors,
             typed_per_filter_config,
-            include_request_attempt_count,
-            include_attempt_count_in_response,
-            retry_policy,
             retry_policy_typed_config,
             hedge_policy,
             include_is_timeout_retry_header,
@@ -496,16 +501,32 @@ impl VirtualHost {
             response_headers_to_remove,
         );
         let rp = path.field("routes");
-        let routes = routes
+        let mut routes: Vec<Route> = routes
             .iter()
             .enumerate()
             .filter_map(|(i, r)| Route::convert(ctx, &rp.index(i), r, clusters, max_body))
             .collect();
+        // A route without its own retry policy takes the virtual host's.
+        if let Some(p) = retry_policy
+            .as_ref()
+            .and_then(|p| RetryPolicy::convert(ctx, &path.field("retry_policy"), p))
+        {
+            let p = Arc::new(p);
+            for r in &mut routes {
+                if let RouteActionKind::Forward(a) = &mut r.action
+                    && a.retry.is_none()
+                {
+                    a.retry = Some(p.clone());
+                }
+            }
+        }
         (ctx.count() == before).then(|| VirtualHost {
             name: name.as_str().into(),
             domains: domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
             routes,
             headers,
+            attempt_count_in_request: include_request_attempt_count.to_owned(),
+            attempt_count_in_response: include_attempt_count_in_response.to_owned(),
         })
     }
 }
@@ -749,7 +770,6 @@ impl RouteAction {
             append_x_forwarded_host,
             flush_timeout,
             early_data_policy,
-            retry_policy,
             retry_policy_typed_config,
             request_mirror_policies,
             priority,
@@ -905,6 +925,10 @@ impl RouteAction {
         let max_stream = max_stream_duration
             .as_ref()
             .and_then(|m| MaxStream::convert(ctx, &path.field("max_stream_duration"), m));
+        let retry = retry_policy
+            .as_ref()
+            .and_then(|p| RetryPolicy::convert(ctx, &path.field("retry_policy"), p))
+            .map(Arc::new);
         (ctx.count() == before).then(|| RouteAction {
             cluster,
             cluster_not_found,
@@ -916,6 +940,7 @@ impl RouteAction {
             upgrades,
             terminate_connect,
             max_stream,
+            retry,
         })
     }
 }

@@ -3,13 +3,21 @@
 //! Hot path: runs for every request. Decisions come from the pure route table; the only awaits
 //! are the upstream send and (for upgrades) the tunnel.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Instant,
+};
 
 use http::{
     HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header,
     uri::{Authority, PathAndQuery, Scheme},
 };
 use hyper::body::Incoming;
+use smallvec::SmallVec;
 
 use super::{
     ConnInfo, HttpManager,
@@ -577,6 +585,13 @@ async fn forward(
         )
         .with_max_stream(max_stream),
     );
+    // A request without a body can be sent again as it is; one with a body is not retried
+    // (Envoy would buffer it), which is counted when a retry is passed up.
+    let retry = action.retry.as_deref().filter(|_| !upgrading);
+    let template = match retry {
+        Some(_) if http_body::Body::is_end_stream(req.body()) => Some(RequestTemplate::of(&req)),
+        _ => None,
+    };
     let req = req.map(|b| {
         if http_body::Body::is_end_stream(&b) {
             // No body to watch (GET and the like): the request is complete already.
@@ -587,11 +602,74 @@ async fn forward(
         }
     });
     let started = Instant::now();
-    let send = host.host().pool.send(req, protocol, &settings);
-    let sent = match with_timers(send, &timers).await {
-        Ok(sent) => sent,
-        Err(expired) => {
+    let mut host = host;
+    let mut first = Some(req);
+    let mut attempt: u32 = 1;
+    let mut tried: SmallVec<[SocketAddr; 2]> = SmallVec::new();
+    let sent = loop {
+        let mut this = match (first.take(), &template) {
+            (Some(r), _) => r,
+            (None, Some(t)) => t.build(),
+            (None, None) => unreachable!("only a request with a template is retried"),
+        };
+        if vh.attempt_count_in_request {
+            this.headers_mut()
+                .insert(headers::X_ENVOY_ATTEMPT_COUNT, HeaderValue::from(attempt));
+        }
+        let send = host.host().pool.send(this, protocol, &settings);
+        let per_try = retry.and_then(|r| r.per_try_timeout);
+        let attempt_result = async {
+            match per_try {
+                Some(t) => tokio::time::timeout(t, send).await.map_err(|_| ()),
+                None => Ok(send.await),
+            }
+        };
+        let result = match with_timers(attempt_result, &timers).await {
+            Ok(r) => r,
+            Err(expired) => {
+                let reply = timeout_reply(expired, &timers);
+                return routed.local(&request_headers, reply, Some(cluster_name));
+            }
+        };
+        let Some(policy) = retry else { break result };
+        let retriable = match &result {
+            Ok(Ok(resp)) => policy.retries_status(resp.status().as_u16(), grpc_status(resp)),
+            Ok(Err(e)) => policy.retries_failure(
+                matches!(e, SendError::Connect(_) | SendError::Handshake(_)),
+                refused_stream(e),
+            ),
+            Err(()) => policy.retries_timeout(),
+        };
+        if !retriable || attempt > policy.num_retries {
+            if retriable {
+                RETRY_LIMIT_EXCEEDED.fetch_add(1, Ordering::Relaxed);
+            }
+            break result;
+        }
+        if template.is_none() {
+            RETRY_SKIPPED_BODY.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(cluster = %cluster_name, "not retried: the request has a body");
+            break result;
+        }
+        // Back off (inside the route timeout), then pick a host, avoiding those tried.
+        let pause = policy.backoff(attempt, crate::cluster::random_u64());
+        if let Err(expired) = with_timers(tokio::time::sleep(pause), &timers).await {
             let reply = timeout_reply(expired, &timers);
+            return routed.local(&request_headers, reply, Some(cluster_name));
+        }
+        tried.push(host.host().addr);
+        host = match pick_retry_host(cluster, orig_dst, policy, &tried) {
+            Some(h) => h,
+            None => break result,
+        };
+        RETRIES.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(cluster = %cluster_name, attempt, upstream = %host.host().addr, "retrying");
+        attempt += 1;
+    };
+    let sent = match sent {
+        Ok(sent) => sent,
+        Err(()) => {
+            let reply = LocalReply::for_flag(ResponseFlag::UpstreamRequestTimeout);
             return routed.local(&request_headers, reply, Some(cluster_name));
         }
     };
@@ -635,6 +713,9 @@ async fn forward(
     }
     edit_response(rc, vh, route, weighted, h);
     echo_request_id(mgr, &request_headers, h);
+    if vh.attempt_count_in_response {
+        h.insert(headers::X_ENVOY_ATTEMPT_COUNT, HeaderValue::from(attempt));
+    }
 
     let tunnelled = switching || (connect && resp.status().is_success());
     if let (true, Some(downstream)) = (tunnelled, downstream_upgrade) {
@@ -734,6 +815,85 @@ fn timeout_reply(expired: Expired, timers: &StreamTimers) -> LocalReply {
         Expired::Request => LocalReply::request_timeout(),
         Expired::MaxStream => LocalReply::for_flag(ResponseFlag::UpstreamMaxStreamDurationReached),
     }
+}
+
+/// Retries sent, retries passed up because the request had a body, and requests that ran out
+/// of retries while still failing (for `/stats`).
+pub static RETRIES: AtomicU64 = AtomicU64::new(0);
+/// See [`RETRIES`].
+pub static RETRY_SKIPPED_BODY: AtomicU64 = AtomicU64::new(0);
+/// See [`RETRIES`].
+pub static RETRY_LIMIT_EXCEEDED: AtomicU64 = AtomicU64::new(0);
+
+/// What is needed to send a bodiless request again.
+struct RequestTemplate {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+}
+
+impl RequestTemplate {
+    fn of<B>(req: &Request<B>) -> Self {
+        Self {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            headers: req.headers().clone(),
+        }
+    }
+
+    fn build(&self) -> Request<ProxyBody> {
+        let mut req = Request::new(ProxyBody::full(bytes::Bytes::new()));
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = self.version;
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+}
+
+/// The host for a retry: with `previous_hosts`, up to `host_selection_attempts` picks to find
+/// one not tried yet (else the last pick), as Envoy does.
+fn pick_retry_host(
+    cluster: &crate::cluster::Cluster,
+    orig_dst: Option<OrigDst>,
+    policy: &crate::config::RetryPolicy,
+    tried: &[SocketAddr],
+) -> Option<crate::cluster::HostGuard> {
+    let mut pick = cluster.pick(orig_dst).ok()?;
+    if policy.avoid_previous_hosts {
+        for _ in 1..policy.host_selection_attempts {
+            if !tried.contains(&pick.host().addr) {
+                break;
+            }
+            pick = cluster.pick(orig_dst).ok()?;
+        }
+    }
+    Some(pick)
+}
+
+/// The `grpc-status` of a trailers-only gRPC response (in its headers), if any.
+fn grpc_status<B>(resp: &Response<B>) -> Option<u8> {
+    resp.headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Whether an HTTP/2 stream was refused by the upstream (REFUSED_STREAM), so never processed.
+fn refused_stream(e: &SendError) -> bool {
+    let SendError::Request(e) = e else {
+        return false;
+    };
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// The flag for an upstream send failure (Envoy's mapping).

@@ -23,6 +23,9 @@ pub const X_ENVOY_EXPECTED_RQ_TIMEOUT_MS: HeaderName =
 /// `x-envoy-upstream-service-time`.
 pub const X_ENVOY_UPSTREAM_SERVICE_TIME: HeaderName =
     HeaderName::from_static("x-envoy-upstream-service-time");
+/// `x-envoy-attempt-count`: which attempt this is (1 for the first), with
+/// `include_request_attempt_count`.
+pub const X_ENVOY_ATTEMPT_COUNT: HeaderName = HeaderName::from_static("x-envoy-attempt-count");
 /// `x-envoy-original-path`.
 pub const X_ENVOY_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
 /// `x-envoy-external-address`.

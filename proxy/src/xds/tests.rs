@@ -337,9 +337,20 @@ async fn istio_outbound_cluster_sends_only_to_plaintext_endpoints_until_mtls() {
 name: "outbound|80||web.shop.svc.cluster.local"
 type: EDS
 connect_timeout: 10s
+lb_policy: LEAST_REQUEST
 eds_cluster_config:
   eds_config: {ads: {}, initial_fetch_timeout: 0s, resource_api_version: V3}
   service_name: "outbound|80||web.shop.svc.cluster.local"
+filters:
+- name: istio.metadata_exchange
+  typed_config:
+    "@type": type.googleapis.com/envoy.tcp.metadataexchange.config.MetadataExchange
+    protocol: istio-peer-exchange
+typed_extension_protocol_options:
+  envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+    "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+    common_http_protocol_options: {idle_timeout: 3600s}
+    use_downstream_protocol_config: {http_protocol_options: {}, http2_protocol_options: {}}
 circuit_breakers:
   thresholds: [{max_connections: 4294967295, max_pending_requests: 4294967295, max_requests: 4294967295, max_retries: 4294967295, track_remaining: true}]
 metadata: {filter_metadata: {istio: {services: [{host: web.shop.svc.cluster.local, name: web, namespace: shop}]}}}
