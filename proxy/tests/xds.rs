@@ -646,6 +646,12 @@ async fn ten_thousand_clusters_are_applied() {
 /// NACK the same bad route configuration, and both route the same way before and after a push.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_envoy_and_skiff_ack_nack_and_route_alike() {
+    for api_type in ["DELTA_GRPC", "GRPC"] {
+        envoy_and_skiff_alike(api_type).await;
+    }
+}
+
+async fn envoy_and_skiff_alike(api_type: &str) {
     let (a, b) = (backend("A").await, backend("B").await);
     let server = Server::new();
     // Port 0: each proxy binds its own port for the same listener resource.
@@ -653,7 +659,7 @@ async fn real_envoy_and_skiff_ack_nack_and_route_alike() {
     docs.extend([eds_cluster("svc-b"), endpoints("svc-b", &[b])]);
     let v1 = server.set_resources(resources(&docs));
     let (xds, _serving) = serve(&server).await;
-    let config = bootstrap(Ads::Tcp(xds), "DELTA_GRPC", "");
+    let config = bootstrap(Ads::Tcp(xds), api_type, "");
     let skiff = Proxy::start(&config);
     let envoy = Proxy::start_envoy(&config);
     let both_acked = |version: String, types: Vec<&'static str>| {
@@ -704,7 +710,7 @@ async fn real_envoy_and_skiff_ack_nack_and_route_alike() {
         .unwrap_or_else(|e| panic!("both must NACK: {e}"));
     for st in status.iter().filter(|s| s.open) {
         eprintln!(
-            "NACK: {}",
+            "{api_type} NACK: {}",
             st.type_status(type_url::ROUTE)
                 .unwrap()
                 .last_nack
