@@ -41,6 +41,10 @@ pub struct Update<'a> {
     pub added: Vec<Resource<'a>>,
     /// Names of resources the client held that are gone.
     pub removed: Vec<&'a str>,
+    /// Names the client subscribes to but never held, which the server says do not exist
+    /// (delta's `removed_resources` for them). A user waiting for them (Envoy's warming) can stop
+    /// waiting. Always empty in state of the world, which has no way to say it.
+    pub absent: Vec<&'a str>,
 }
 
 /// One added or updated resource, still encoded.
@@ -89,7 +93,14 @@ impl<'a> Update<'a> {
             version,
             added,
             removed,
+            absent: Vec::new(),
         }
+    }
+
+    /// The same update, with names the server says do not exist.
+    pub fn with_absent(mut self, absent: Vec<&'a str>) -> Self {
+        self.absent = absent;
+        self
     }
 }
 

@@ -256,10 +256,13 @@ impl TypeState {
                 )),
             }
         }
-        let removed: Vec<&str> = removed
+        let (removed, absent): (Vec<&str>, Vec<&str>) = removed
             .iter()
             .copied()
-            .filter(|name| self.resources.contains_key(*name))
+            .partition(|name| self.resources.contains_key(*name));
+        let absent: Vec<&str> = absent
+            .into_iter()
+            .filter(|name| self.interest.includes(name))
             .collect();
 
         let update = Update {
@@ -273,6 +276,7 @@ impl TypeState {
                 })
                 .collect(),
             removed: removed.clone(),
+            absent,
         };
         rejected.extend(handler.apply(&self.type_url, update));
 

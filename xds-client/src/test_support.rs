@@ -161,6 +161,8 @@ pub(crate) struct Seen {
     /// (name, version) of each added or updated resource.
     pub(crate) added: Vec<(String, String)>,
     pub(crate) removed: Vec<String>,
+    /// Subscribed names the server says do not exist.
+    pub(crate) absent: Vec<String>,
 }
 
 /// A handler that decodes listeners and clusters, refuses listeners without an address and any
@@ -218,6 +220,7 @@ impl Handler for Recorder {
                 .map(|r| (r.name.to_string(), r.version.to_string()))
                 .collect(),
             removed: update.removed.iter().map(|s| s.to_string()).collect(),
+            absent: update.absent.iter().map(|s| s.to_string()).collect(),
         });
         let mut rejected = Vec::new();
         for resource in &update.added {

@@ -58,6 +58,10 @@ pub struct Store {
     clusters: BTreeMap<String, Slot<Arc<config::Cluster>>>,
     routes: BTreeMap<String, Versioned<Arc<RouteTable>>>,
     endpoints: BTreeMap<String, Versioned<Arc<config::LoadAssignment>>>,
+    /// Route configurations and endpoint sets the server says do not exist (delta): what waits
+    /// for them stops waiting, as in Envoy (a listener then answers 404, a cluster has no host).
+    absent_routes: BTreeSet<String>,
+    absent_endpoints: BTreeSet<String>,
     /// The last version of each type accepted whole.
     versions: HashMap<&'static str, String>,
     /// Types answered at least once (readiness waits for LDS and CDS).
@@ -99,6 +103,8 @@ impl Store {
             clusters: BTreeMap::new(),
             routes: BTreeMap::new(),
             endpoints: BTreeMap::new(),
+            absent_routes: BTreeSet::new(),
+            absent_endpoints: BTreeSet::new(),
             versions: HashMap::new(),
             answered: BTreeSet::new(),
             lds: dynamic.is_some_and(|d| d.lds.is_some()),
@@ -142,6 +148,24 @@ impl Store {
                     .collect();
             }
         };
+        for name in &update.absent {
+            match kind {
+                type_url::ROUTE => {
+                    self.absent_routes.insert((*name).to_string());
+                }
+                type_url::ENDPOINT => {
+                    self.absent_endpoints.insert((*name).to_string());
+                }
+                _ => {}
+            }
+        }
+        for r in &update.added {
+            match kind {
+                type_url::ROUTE => self.absent_routes.remove(r.name),
+                type_url::ENDPOINT => self.absent_endpoints.remove(r.name),
+                _ => false,
+            };
+        }
         for name in &update.removed {
             match kind {
                 type_url::LISTENER => {
@@ -502,6 +526,7 @@ impl Store {
                     initial_fetch_timeout,
                 } => {
                     self.endpoints.contains_key(&**service_name)
+                        || self.absent_endpoints.contains(&**service_name)
                         || initial_fetch_timeout.is_some_and(|t| now.duration_since(*since) >= t)
                 }
                 _ => true,
@@ -517,6 +542,7 @@ impl Store {
             };
             let ready = v.value.rds().all(|(route, timeout)| {
                 self.routes.contains_key(&**route)
+                    || self.absent_routes.contains(&**route)
                     || timeout.is_some_and(|t| now.duration_since(*since) >= t)
             });
             if ready {
@@ -532,6 +558,9 @@ impl Store {
         self.routes.retain(|name, _| routes.contains(name));
         let endpoints = self.wanted(type_url::ENDPOINT);
         self.endpoints.retain(|name, _| endpoints.contains(name));
+        self.absent_routes.retain(|name| routes.contains(name));
+        self.absent_endpoints
+            .retain(|name| endpoints.contains(name));
     }
 
     fn refresh_admin(&self) {

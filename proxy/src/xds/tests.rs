@@ -181,6 +181,38 @@ async fn clusters_warm_until_their_endpoints_arrive() {
     assert!(f.store.warmed(type_url::ENDPOINT));
 }
 
+/// Delta says an endpoint set or a route configuration does not exist: what waits for it stops
+/// waiting (a cluster with no host, a listener whose routes answer 404), as in Envoy.
+#[tokio::test]
+async fn resources_the_server_says_do_not_exist_end_warming() {
+    let mut f = Fixture::new();
+    f.apply(type_url::CLUSTER, "1", &[&cluster_eds("a")], &[]);
+    assert!(f.live.load().clusters.get("a").is_none(), "warming");
+    let absent = f.store.apply(
+        type_url::ENDPOINT,
+        &Update::new("", Vec::new(), Vec::new()).with_absent(vec!["a"]),
+    );
+    assert!(absent.is_empty());
+    let snapshot = f.live.load();
+    let a = snapshot.clusters.get("a").expect("no longer warming");
+    assert!(a.host_addrs().is_empty());
+    assert!(f.store.warmed(type_url::CLUSTER));
+
+    f.apply(type_url::LISTENER, "1", &[&http_listener("l", "r")], &[]);
+    assert!(!f.store.warmed(type_url::LISTENER), "waiting for route r");
+    f.store.apply(
+        type_url::ROUTE,
+        &Update::new("", Vec::new(), Vec::new()).with_absent(vec!["r"]),
+    );
+    assert!(f.store.warmed(type_url::LISTENER));
+    // When it does arrive later, it is used.
+    assert!(
+        f.apply(type_url::ROUTE, "2", &[&route("r", "a")], &[])
+            .is_empty()
+    );
+    assert!(f.live.load().routes.contains_key("r"));
+}
+
 /// The pool of the host at `port`, picked by round robin.
 fn pool_of(cluster: &crate::cluster::Cluster, port: u16) -> *const crate::http::pool::HostPool {
     (0..8)

@@ -159,7 +159,12 @@ fn removals_reach_the_handler_and_drop_the_resource() {
     assert_eq!(
         handler.last().removed,
         ["c2"],
-        "a name never held is not news"
+        "a name never held is not a removal"
+    );
+    assert_eq!(
+        handler.last().absent,
+        ["never-seen"],
+        "but it is news: the server says it does not exist"
     );
     assert!(handler.last().added.is_empty());
     let held: Vec<(&str, &str)> = client
@@ -445,4 +450,17 @@ fn metrics_count_accepted_and_rejected_updates_per_type() {
     assert_eq!((lds.updates_accepted, lds.updates_rejected), (0, 1));
     assert_eq!(lds.resources_rejected, 1);
     assert_eq!(lds.last_rejection, Some(pinned_clock()));
+}
+
+#[test]
+fn a_subscribed_name_the_server_says_does_not_exist_is_reported_absent() {
+    let mut client = streaming();
+    let mut handler = Recorder::default();
+    let response = delta(ENDPOINT, "n1", vec![], &["c1", "not-subscribed"]);
+    let ack = client
+        .handle_response(&response, &mut handler)
+        .expect("watched");
+    assert_eq!(ack.error_detail, None);
+    assert!(handler.last().removed.is_empty());
+    assert_eq!(handler.last().absent, ["c1"], "only subscribed names count");
 }
