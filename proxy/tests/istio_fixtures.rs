@@ -17,9 +17,6 @@ mod support;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    io::{Read, Write},
-    net::TcpStream,
-    os::fd::AsFd,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -205,7 +202,7 @@ async fn check_dump(
     );
 
     // The config dump shows every served resource as it was sent.
-    let body = within(&ns, || admin_get("/config_dump?include_eds"));
+    let body = admin_get(&ns, "/config_dump?include_eds");
     let shown = dumped_resources(&serde_json::from_str(&body).unwrap());
     let mut compared = BTreeMap::new();
     for (type_url, resources) in &dump.dynamic {
@@ -464,70 +461,18 @@ impl Drop for Netns {
     }
 }
 
-fn sh(args: &[&str]) {
-    let o = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e} (is iproute2 installed?)"));
-    assert!(
-        o.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-/// Runs `f` on a thread inside namespace `ns`.
-fn within<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/var/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        f()
-    })
-    .join()
-    .expect("namespace thread panicked")
-}
-
-/// GETs `path` from the admin at 127.0.0.1:15000 (of the calling thread's namespace), retrying
-/// while it comes up.
-fn admin_get(path: &str) -> String {
+/// GETs `path` from the admin at 127.0.0.1:15000 in namespace `ns`, retrying while it comes up.
+fn admin_get(ns: &str, path: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Ok(mut s) = TcpStream::connect("127.0.0.1:15000") {
-            write!(
-                s,
-                "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
-            )
-            .unwrap();
-            let mut out = String::new();
-            s.read_to_string(&mut out).unwrap();
-            let (head, body) = out.split_once("\r\n\r\n").unwrap();
-            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-            return if head
-                .to_ascii_lowercase()
-                .contains("transfer-encoding: chunked")
-            {
-                dechunk(body)
-            } else {
-                body.to_string()
-            };
+        let p = path.to_string();
+        match within_netns(ns, move || http_get(([127, 0, 0, 1], 15000).into(), &p)) {
+            Ok((200, body)) => return body,
+            Ok((status, body)) => panic!("{path}: {status} {body}"),
+            Err(e) => assert!(Instant::now() < deadline, "the admin never came up: {e}"),
         }
-        assert!(Instant::now() < deadline, "the admin never came up");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn dechunk(mut rest: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.push_str(&after[..n]);
-        rest = &after[n + 2..];
-    }
-    out
 }
 
 /// The proxy process, killed on drop.

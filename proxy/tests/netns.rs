@@ -8,27 +8,13 @@ mod support;
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
-    os::fd::AsFd,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use support::{TCP_PROXY, TempDir, proxy_bin};
+use support::{TCP_PROXY, TempDir, proxy_bin, sh, within_netns};
 
 /// Runs a command and panics with its output when it fails.
-fn sh(args: &[&str]) {
-    let o = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e} (is it installed?)"));
-    assert!(
-        o.status.success(),
-        "{args:?} failed: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
 fn require_root_tools() {
     assert!(
         nix::unistd::Uid::effective().is_root(),
@@ -100,22 +86,9 @@ impl Topology {
         t
     }
 
-    /// Runs `f` on a thread that has entered namespace `ns`: sockets it creates live there.
-    fn within<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/var/run/netns/{ns}");
-        std::thread::spawn(move || {
-            let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-            nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                .expect("setns into the test namespace");
-            f()
-        })
-        .join()
-        .expect("namespace thread panicked")
-    }
-
     /// A server in the remote namespace on `addr` that greets with `name` and echoes.
     fn serve(&self, addr: &'static str, name: &'static str) {
-        let l = Self::within(&self.remote, move || TcpListener::bind(addr).unwrap());
+        let l = within_netns(&self.remote, move || TcpListener::bind(addr).unwrap());
         std::thread::spawn(move || {
             for s in l.incoming() {
                 let Ok(mut s) = s else { return };
@@ -134,7 +107,7 @@ impl Topology {
 
     /// Connects from the pod namespace (as the workload, uid 0) and returns the greeting.
     fn call(&self, addr: &'static str) -> String {
-        let s = Self::within(&self.pod, move || {
+        let s = within_netns(&self.pod, move || {
             TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(5))
         })
         .unwrap_or_else(|e| panic!("connecting to {addr} from the pod: {e}"));
@@ -206,7 +179,7 @@ impl PodProxy {
         };
         // Wait for LIVE, asking from inside the namespace.
         loop {
-            let live = Topology::within(&topology.pod, move || {
+            let live = within_netns(&topology.pod, move || {
                 support::http_get(admin, "/ready")
                     .map(|(s, _)| s == 200)
                     .unwrap_or(false)

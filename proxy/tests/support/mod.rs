@@ -450,6 +450,36 @@ impl Drop for Nginx {
     }
 }
 
+/// Runs a command (`args[0]` with the rest as arguments) and fails the test, with its output,
+/// unless it succeeds.
+pub fn sh(args: &[&str]) {
+    let o = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e} (is it installed?)"));
+    assert!(
+        o.status.success(),
+        "{args:?} failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Runs `f` on a thread that has entered network namespace `ns` (by name, as `ip netns`
+/// knows it): sockets it creates live there, and can be used from any thread afterwards.
+pub fn within_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    use std::os::fd::AsFd;
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+            .expect("setns into the test namespace");
+        f()
+    })
+    .join()
+    .expect("namespace thread panicked")
+}
+
 /// A port that was free a moment ago (for servers that cannot bind port 0 and report it).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
