@@ -523,12 +523,14 @@ impl<S: Subscriber> Task<S> {
                 let names = self.subscriber.wanted(&type_url);
                 match client.set_names(&type_url, names) {
                     Ok(Some(change)) => {
-                        // A type whose first request is still held back goes out with it.
-                        if let Some((pending, _)) = held
-                            .iter_mut()
-                            .find(|(r, _)| V::request_type(r) == type_url)
+                        // A type whose first request is still held back sends the change right
+                        // after it (in delta the change is relative to what that request asked).
+                        if let Some(i) = held
+                            .iter()
+                            .rposition(|(r, _)| V::request_type(r) == type_url)
                         {
-                            *pending = change;
+                            let since = held[i].1;
+                            held.insert(i + 1, (change, since));
                         } else if tx.send(change).await.is_err() {
                             return StreamEnd::Closed;
                         }

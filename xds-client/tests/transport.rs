@@ -66,6 +66,8 @@ fn resources(clusters: &[&str], listeners: &[&str]) -> Resources {
 #[derive(Clone, Default)]
 struct Recorder {
     clusters: Arc<Mutex<BTreeSet<String>>>,
+    /// Route names wanted; every cluster applied adds `<cluster>-routes`.
+    routes: Arc<Mutex<BTreeSet<String>>>,
     applied: Arc<Mutex<Vec<String>>>,
     warm: Arc<AtomicBool>,
 }
@@ -80,6 +82,10 @@ impl Handler for Recorder {
             ));
             if type_url == type_url::CLUSTER {
                 self.clusters.lock().unwrap().insert(r.name.to_string());
+                self.routes
+                    .lock()
+                    .unwrap()
+                    .insert(format!("{}-routes", r.name));
             }
         }
         for name in &update.removed {
@@ -93,6 +99,7 @@ impl Subscriber for Recorder {
     fn wanted(&self, type_url: &str) -> BTreeSet<String> {
         match type_url {
             type_url::ENDPOINT => self.clusters.lock().unwrap().clone(),
+            type_url::ROUTE => self.routes.lock().unwrap().clone(),
             _ => BTreeSet::new(),
         }
     }
@@ -406,4 +413,59 @@ async fn tls_to_the_control_plane_verifies_the_server_against_the_ca_file() {
     assert!(right.connected());
     right.shutdown();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A named type whose first request is held back at startup (routes named before the stream,
+/// waiting behind unwarmed clusters) and whose names change meanwhile subscribes to all of
+/// them once released: the change goes out after the first request, not instead of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_changed_while_a_first_request_is_held_are_all_subscribed() {
+    for protocol in [Protocol::Delta, Protocol::Sotw] {
+        let server = Server::new();
+        let mut r = resources(&["a"], &["l"]);
+        for name in ["static-routes", "a-routes"] {
+            r.insert(any(
+                &envoy_types::pb::envoy::config::route::v3::RouteConfiguration {
+                    name: name.to_string(),
+                    ..Default::default()
+                },
+            ))
+            .unwrap();
+        }
+        let version = server.set_resources(r);
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let _serving = server.serve_tcp(l);
+        let sub = Recorder::default();
+        sub.routes.lock().unwrap().insert("static-routes".into());
+        let mut w = watches();
+        w.push(Watch::named(type_url::ROUTE, [] as [&str; 0]));
+        let handle =
+            transport::spawn(config(addr, protocol, None), node(), w, sub.clone()).unwrap();
+        wait(&server, |s| {
+            s.iter().any(|st| st.acked(type_url::CLUSTER, &version))
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            server.status()[0].type_status(type_url::ROUTE).is_none(),
+            "{protocol:?}: held"
+        );
+
+        sub.warm.store(true, Ordering::Release);
+        let status = wait(&server, |s| {
+            s.iter().any(|st| {
+                st.type_status(type_url::ROUTE)
+                    .is_some_and(|t| t.names.len() == 2 && t.acked_version.is_some())
+            })
+        })
+        .await;
+        let names = &status[0].type_status(type_url::ROUTE).unwrap().names;
+        assert_eq!(
+            names,
+            &BTreeSet::from(["a-routes".to_string(), "static-routes".to_string()]),
+            "{protocol:?}"
+        );
+        handle.shutdown();
+    }
 }
