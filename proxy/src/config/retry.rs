@@ -47,6 +47,9 @@ pub struct RetryOn {
     pub gateway_error: bool,
     /// `reset`: no response at all (reset, disconnect, connect failure, per-try timeout).
     pub reset: bool,
+    /// `reset-before-request`: a reset before the request went out. Skiff can only tell that
+    /// for a connection that never opened, so it retries exactly those.
+    pub reset_before_request: bool,
     /// `connect-failure`: the connection could not be made.
     pub connect_failure: bool,
     /// `retriable-4xx`: 409.
@@ -96,7 +99,8 @@ impl RetryPolicy {
             match cond {
                 "5xx" => on.server_error = true,
                 "gateway-error" => on.gateway_error = true,
-                "reset" | "reset-before-request" => on.reset = true,
+                "reset" => on.reset = true,
+                "reset-before-request" => on.reset_before_request = true,
                 "connect-failure" => on.connect_failure = true,
                 "retriable-4xx" => on.retriable_4xx = true,
                 "refused-stream" => on.refused_stream = true,
@@ -206,7 +210,7 @@ impl RetryPolicy {
         let on = &self.on;
         on.server_error
             || on.reset
-            || (connect && (on.connect_failure || on.gateway_error))
+            || (connect && (on.connect_failure || on.gateway_error || on.reset_before_request))
             || (refused && on.refused_stream)
     }
 
@@ -291,6 +295,24 @@ mod tests {
         .unwrap();
         assert!(g.retries_status(504, None) && !g.retries_status(500, None));
         assert!(g.retries_failure(true, false) && !g.retries_failure(false, false));
+    }
+
+    #[test]
+    fn reset_before_request_retries_only_what_was_never_sent() {
+        let p = convert(&XdsRetryPolicy {
+            retry_on: "reset-before-request".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(
+            p.retries_failure(true, false),
+            "the connection never opened"
+        );
+        assert!(
+            !p.retries_failure(false, false),
+            "the request may have been sent"
+        );
+        assert!(!p.retries_timeout());
     }
 
     #[test]
