@@ -375,6 +375,19 @@ fn stats(state: &AdminState) -> String {
     ] {
         let _ = writeln!(out, "skiff.http.{name}: {}", n.load(Ordering::Relaxed));
     }
+    for side in [crate::tls::Side::Downstream, crate::tls::Side::Upstream] {
+        for (stat, n) in crate::tls::counters(side).snapshot() {
+            let _ = writeln!(out, "skiff.tls.{}.ssl.{stat}: {n}", side.name());
+        }
+    }
+    for slot in crate::tls::secrets::all() {
+        let _ = writeln!(
+            out,
+            "skiff.secret.{}.updates: {}",
+            slot.name(),
+            slot.version()
+        );
+    }
     for (why, n) in crate::refusals::snapshot() {
         let _ = writeln!(out, "skiff.refused.{}: {n}", why.name());
     }

@@ -24,6 +24,8 @@ pub struct Settings {
     pub admin_address_path: Option<PathBuf>,
     /// ADS settings from flags.
     pub xds: XdsFlags,
+    /// Istio's mounted certificates (`--cert-dir`): the secrets `default` and `ROOTCA`.
+    pub cert_dir: Option<PathBuf>,
 }
 
 /// Why the proxy could not start.
@@ -43,6 +45,9 @@ pub enum StartError {
     /// The ADS stream could not be started.
     #[error(transparent)]
     Xds(#[from] XdsError),
+    /// The certificate directory could not be loaded.
+    #[error("cannot load certificates: {0}")]
+    Certificates(#[from] crate::tls::secrets::SecretError),
     /// The admin address could not be written out.
     #[error("cannot write the admin address to '{path}': {source}")]
     AdminAddressPath {
@@ -55,6 +60,13 @@ pub enum StartError {
 
 /// Runs the proxy until SIGTERM, SIGINT or `POST /quitquitquit`, then drains and returns.
 pub async fn run(bootstrap: Bootstrap, settings: Settings) -> Result<(), StartError> {
+    // Secrets first: listeners and clusters read them on every handshake.
+    for s in &bootstrap.secrets {
+        crate::tls::secrets::slot(&s.name).set(&s.data)?;
+    }
+    if let Some(dir) = &settings.cert_dir {
+        crate::tls::secrets::CertDir { dir: dir.clone() }.load_and_watch(CERT_DIR_POLL)?;
+    }
     let snapshot = Arc::new(Snapshot::new(&bootstrap));
     // Envoy warms clusters before listeners take traffic: resolve STRICT_DNS names first.
     snapshot.clusters.resolve_all().await;
@@ -93,6 +105,12 @@ pub async fn run(bootstrap: Bootstrap, settings: Settings) -> Result<(), StartEr
         settings.drain_time,
     );
     let mut store = xds::Store::new(&bootstrap, &snapshot, manager, live, state.clone());
+    if settings.cert_dir.is_some() {
+        store.serve_locally([
+            crate::tls::secrets::WORKLOAD_SECRET.to_string(),
+            crate::tls::secrets::ROOT_SECRET.to_string(),
+        ]);
+    }
     store.start()?;
     let shared = xds::shared(store);
     match &bootstrap.dynamic {
@@ -133,6 +151,9 @@ pub async fn run(bootstrap: Bootstrap, settings: Settings) -> Result<(), StartEr
     }
     Ok(())
 }
+
+/// How often `--cert-dir` files are checked for changes.
+const CERT_DIR_POLL: Duration = Duration::from_secs(1);
 
 /// Waits for the first of SIGTERM, SIGINT and `/quitquitquit`.
 async fn wait_for_stop(state: &AdminState) -> &'static str {

@@ -32,7 +32,19 @@ pub struct Cluster {
     pub config: Arc<config::Cluster>,
     hosts: ArcSwap<HostSet>,
     balancer: Balancer,
+    /// TLS for each transport (`config.transport(i)`), `None` for plaintext.
+    transports: Transports,
 }
+
+/// The TLS connector of each of a cluster's transports, by [`config::Cluster::transport`] index:
+/// `Some(None)` is plaintext, `None` a TLS transport that could not be built (its hosts get no
+/// traffic rather than plaintext).
+#[derive(Debug, Default)]
+pub struct Transports(Vec<Option<Option<Arc<crate::tls::Connector>>>>);
+
+/// One host as configuration or DNS gives it: priority, address, weight, health, and the index
+/// of its transport.
+pub type HostEntry = (u32, SocketAddr, u32, Health, usize);
 
 /// An upstream host.
 #[derive(Debug)]
@@ -43,6 +55,8 @@ pub struct Host {
     pub weight: u32,
     /// Connections to it that are open now (least-request load balancing reads this).
     active: AtomicU32,
+    /// TLS origination to it, if its transport is TLS.
+    pub tls: Option<Arc<crate::tls::Connector>>,
     /// Pooled HTTP connections to it.
     pub pool: Arc<crate::http::pool::HostPool>,
 }
@@ -89,10 +103,13 @@ impl Cluster {
     /// Builds a cluster. Static endpoints become hosts at once; STRICT_DNS hosts arrive with the
     /// first resolution (see [`Clusters::resolve_all`]).
     pub fn new(config: Arc<config::Cluster>) -> Self {
+        let transports = Transports::new(&config);
         let hosts = match config.discovery {
-            Discovery::Static => {
-                HostSet::from_endpoints(host_entries(&config, &config.localities).into_iter())
-            }
+            Discovery::Static => HostSet::rebuild(
+                host_entries(&config, &config.localities).into_iter(),
+                None,
+                &transports,
+            ),
             Discovery::StrictDns { .. } | Discovery::OriginalDst | Discovery::Eds { .. } => {
                 HostSet::default()
             }
@@ -102,6 +119,7 @@ impl Cluster {
             config,
             hosts: ArcSwap::from_pointee(hosts),
             balancer,
+            transports,
         }
     }
 
@@ -112,11 +130,21 @@ impl Cluster {
 
     /// Replaces the cluster's hosts with `entries` (priority, address, weight, health), keeping
     /// the `Host` (its pooled connections and load counters) of every address already there.
-    pub fn update_hosts(&self, entries: impl Iterator<Item = (u32, SocketAddr, u32, Health)>) {
+    pub fn update_hosts(&self, entries: impl Iterator<Item = HostEntry>) {
         let previous = self.hosts();
-        let hosts = HostSet::rebuild(entries, Some(&previous));
+        let hosts = HostSet::rebuild(entries, Some(&previous), &self.transports);
         drop(previous);
         self.set_hosts(hosts);
+    }
+
+    /// Builds a host set from `entries` with this cluster's transports, keeping the hosts of
+    /// `previous` that remain.
+    pub fn rebuild_hosts(
+        &self,
+        entries: impl Iterator<Item = HostEntry>,
+        previous: &HostSet,
+    ) -> HostSet {
+        HostSet::rebuild(entries, Some(previous), &self.transports)
     }
 
     /// Takes `other`'s current hosts (the same objects), so a later update keeps those that
@@ -130,7 +158,10 @@ impl Cluster {
     pub fn pick(&self, orig_dst: Option<OrigDst>) -> Result<HostGuard, NoHost> {
         if self.config.discovery == Discovery::OriginalDst {
             let dst = orig_dst.ok_or(NoHost::NoOriginalDst)?;
-            return Ok(HostGuard::new(Arc::new(Host::new(dst.0, 1))));
+            let Some(tls) = self.transports.get(0) else {
+                return Err(NoHost::NoHealthyHost);
+            };
+            return Ok(HostGuard::new(Arc::new(Host::with_tls(dst.0, 1, tls))));
         }
         let hosts = self.hosts.load();
         let level = hosts
@@ -174,13 +205,23 @@ impl Cluster {
 // === impl Host ===
 
 impl Host {
-    /// A host with no open connection.
+    /// A plaintext host with no open connection.
     pub fn new(addr: SocketAddr, weight: u32) -> Self {
+        Self::with_tls(addr, weight, None)
+    }
+
+    /// A host with no open connection, reached over `tls` when given.
+    pub fn with_tls(
+        addr: SocketAddr,
+        weight: u32,
+        tls: Option<Arc<crate::tls::Connector>>,
+    ) -> Self {
         Self {
             addr,
             weight,
             active: AtomicU32::new(0),
-            pool: Arc::new(crate::http::pool::HostPool::new(addr)),
+            pool: Arc::new(crate::http::pool::HostPool::new(addr, tls.clone())),
+            tls,
         }
     }
 
@@ -213,17 +254,23 @@ impl Drop for HostGuard {
 // === impl HostSet ===
 
 impl HostSet {
-    /// Groups `(priority, address, weight, health)` entries into levels; excluded hosts are
-    /// dropped here so picking never looks at them.
+    /// Groups plaintext `(priority, address, weight, health)` entries into levels; excluded
+    /// hosts are dropped here so picking never looks at them.
     pub fn from_endpoints(entries: impl Iterator<Item = (u32, SocketAddr, u32, Health)>) -> Self {
-        Self::rebuild(entries, None)
+        Self::rebuild(
+            entries.map(|(p, a, w, h)| (p, a, w, h, 0)),
+            None,
+            &Transports::default(),
+        )
     }
 
-    /// Like [`HostSet::from_endpoints`], keeping the `Host` (and so its connection pool and
-    /// load counters) of every address that `previous` already had with the same weight.
+    /// Groups entries into levels, keeping the `Host` (and so its connection pool and load
+    /// counters) of every address that `previous` already had with the same weight and
+    /// transport.
     pub fn rebuild(
-        entries: impl Iterator<Item = (u32, SocketAddr, u32, Health)>,
+        entries: impl Iterator<Item = HostEntry>,
         previous: Option<&HostSet>,
+        transports: &Transports,
     ) -> Self {
         let known: HashMap<(SocketAddr, u32), &Arc<Host>> = previous
             .into_iter()
@@ -234,11 +281,20 @@ impl HostSet {
         // Priority -> (usable, degraded) hosts.
         type Split = (Vec<Arc<Host>>, Vec<Arc<Host>>);
         let mut by_priority: std::collections::BTreeMap<u32, Split> = Default::default();
-        for (priority, addr, weight, health) in entries {
+        for (priority, addr, weight, health, transport) in entries {
             let level = by_priority.entry(priority).or_default();
-            let host = known
-                .get(&(addr, weight))
-                .map_or_else(|| Arc::new(Host::new(addr, weight)), |h| Arc::clone(h));
+            let Some(tls) = transports.get(transport) else {
+                continue;
+            };
+            let same_tls = |h: &&&Arc<Host>| match (&h.tls, &tls) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            };
+            let host = known.get(&(addr, weight)).filter(same_tls).map_or_else(
+                || Arc::new(Host::with_tls(addr, weight, tls.clone())),
+                |h| Arc::clone(h),
+            );
             match health {
                 Health::Usable => level.0.push(host),
                 Health::Degraded => level.1.push(host),
@@ -317,35 +373,66 @@ impl Clusters {
     }
 }
 
-/// The hosts of `localities` for `config`: IP endpoints, without those whose transport socket
-/// Skiff cannot speak (TLS origination by `transport_socket_matches`, until mTLS exists),
-/// which are logged.
-pub fn host_entries(
-    config: &config::Cluster,
-    localities: &[config::Locality],
-) -> Vec<(u32, SocketAddr, u32, Health)> {
+/// The hosts of `localities` for `config`: IP endpoints with their transport, without those
+/// whose transport Skiff cannot provide (an internal upstream), which are logged.
+pub fn host_entries(config: &config::Cluster, localities: &[config::Locality]) -> Vec<HostEntry> {
     let mut refused = 0usize;
     let entries = localities
         .iter()
         .flat_map(|l| l.endpoints.iter().map(move |e| (l, e)))
-        .filter(|(_, e)| {
-            let ok = config.transport_refusal(&e.transport_match).is_none();
-            refused += usize::from(!ok);
-            ok
-        })
-        .filter_map(|(l, e)| match e.address {
-            HostPort::Ip(addr) => Some((l.priority, addr, e.weight, e.health)),
-            HostPort::Dns(..) => None,
+        .filter_map(|(l, e)| {
+            let (index, transport) = config.transport_for(&e.transport_match);
+            if matches!(transport, config::Transport::Refused(_)) {
+                refused += 1;
+                return None;
+            }
+            match e.address {
+                HostPort::Ip(addr) => Some((l.priority, addr, e.weight, e.health, index)),
+                HostPort::Dns(..) => None,
+            }
         })
         .collect();
     if refused > 0 {
         tracing::warn!(
             cluster = %config.name,
             endpoints = refused,
-            "endpoints that need TLS origination get no traffic: Skiff does not originate TLS yet"
+            "endpoints whose transport Skiff cannot provide get no traffic"
         );
     }
     entries
+}
+
+// === impl Transports ===
+
+impl Transports {
+    /// Builds the TLS connector of every TLS transport of `config`. One that cannot be built
+    /// (a key rustls cannot use) is logged, and its hosts get no traffic.
+    pub fn new(config: &config::Cluster) -> Self {
+        let count = config.transport_matches.len() + 1;
+        Self(
+            (0..count)
+                .map(|i| match config.transport(i) {
+                    config::Transport::Tls(t) => match crate::tls::Connector::new(t) {
+                        Ok(c) => Some(Some(Arc::new(c))),
+                        Err(e) => {
+                            tracing::error!(cluster = %config.name, error = %e, "TLS transport unusable; its hosts get no traffic");
+                            None
+                        }
+                    },
+                    config::Transport::Plain | config::Transport::Refused(_) => Some(None),
+                })
+                .collect(),
+        )
+    }
+
+    /// The connector of transport `index`: `Some(None)` for plaintext, `None` when unusable.
+    pub fn get(&self, index: usize) -> Option<Option<Arc<crate::tls::Connector>>> {
+        match self.0.get(index) {
+            Some(t) => t.clone(),
+            // `from_endpoints` passes no transports: plaintext.
+            None => Some(None),
+        }
+    }
 }
 
 /// Resolves a STRICT_DNS cluster that arrived from CDS (in the background: it warms with its

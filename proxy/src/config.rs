@@ -25,6 +25,7 @@ mod route;
 mod schema;
 #[allow(deprecated)]
 mod tcp_proxy;
+mod tls;
 pub mod xds;
 
 use std::{collections::HashMap, net::SocketAddr, path::PathBuf, sync::Arc};
@@ -39,7 +40,7 @@ pub use self::{
     chain_matcher::ChainMatcher,
     cluster::{
         Cluster, Discovery, DnsFamily, Endpoint, Health, LbPolicy, LoadAssignment, Locality,
-        TcpKeepalive, TransportMatch, UpstreamProtocolConfig,
+        TcpKeepalive, Transport, TransportMatch, UpstreamProtocolConfig,
     },
     common::{Cidr, DEFAULT_INITIAL_FETCH_TIMEOUT, HostPort, canonical},
     dynamic::{Ads, AdsProtocol, AdsTarget, AdsTls, Dynamic},
@@ -65,6 +66,11 @@ pub use self::{
     },
     schema::{Format, Schema},
     tcp_proxy::{ClusterTarget, TcpProxy},
+    tls::{
+        CertKey, CertificateSource, DownstreamTls, NamedSecret, Roots, RootsSource, SanKind,
+        SanMatcher, SecretData, SecretRef, SecretSource, TlsCommon, TlsVersion, UpstreamTls,
+        Validation, parse_cert_key, parse_roots,
+    },
 };
 
 /// Where a bootstrap comes from: Envoy's `-c` file and/or `--config-yaml` text. When both are
@@ -92,6 +98,8 @@ pub struct Bootstrap {
     pub listeners: Vec<Arc<Listener>>,
     /// Static clusters, in configuration order (without the control-plane cluster).
     pub clusters: Vec<Arc<Cluster>>,
+    /// `static_resources.secrets`.
+    pub secrets: Vec<NamedSecret>,
     /// What comes from the control plane, if anything.
     pub dynamic: Option<Dynamic>,
     /// The node as configured, for the control plane (metadata included).
@@ -294,6 +302,7 @@ impl Bootstrap {
         let ads_cluster = dynamic.as_ref().map(|d| d.ads.cluster.clone());
         let mut listeners = Vec::new();
         let mut clusters = Vec::new();
+        let mut static_secrets = Vec::new();
         if let Some(StaticResources {
             listeners: xds_listeners,
             clusters: xds_clusters,
@@ -301,7 +310,7 @@ impl Bootstrap {
         }) = static_resources
         {
             let sr = root.field("static_resources");
-            reject_unsupported!(ctx, &sr, secrets);
+            static_secrets = tls::static_secrets(&mut ctx, &sr.field("secrets"), secrets);
             // Static routes must name clusters that exist, as in Envoy, unless clusters also
             // come from CDS.
             let cluster_names: std::collections::HashSet<&str> =
@@ -339,6 +348,7 @@ impl Bootstrap {
             admin,
             listeners: listeners.into_iter().map(|(_, l)| l).collect(),
             clusters: clusters.into_iter().map(|(_, c)| c).collect(),
+            secrets: static_secrets,
             dynamic,
             xds_node: b.node.clone(),
             warnings,

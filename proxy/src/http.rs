@@ -29,7 +29,7 @@ pub struct HttpManager {
 }
 
 /// What the HTTP layer knows about the downstream connection.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ConnInfo {
     /// The client.
     pub client: SocketAddr,
@@ -37,6 +37,8 @@ pub struct ConnInfo {
     pub destination: SocketAddr,
     /// Whether the destination was restored from `SO_ORIGINAL_DST` (ORIGINAL_DST clusters use it).
     pub restored: bool,
+    /// What TLS established, when the connection is TLS.
+    pub tls: Option<Arc<crate::tls::Peer>>,
 }
 
 // === impl HttpManager ===

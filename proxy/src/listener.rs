@@ -36,6 +36,7 @@ use self::{
 use crate::{
     addr::{ClientAddr, OrigDst},
     config::{self, ChainAction, FilterChain, ListenerFilterKind},
+    conn::Conn,
     flags::ResponseFlag,
     http::{ConnInfo, HttpManager},
     snapshot::{Live, Snapshot},
@@ -54,6 +55,20 @@ pub struct Listener {
     by_name: HashMap<Arc<str>, usize>,
     /// The HTTP manager of each chain that has one: `filter_chains` in order, then the default.
     http: Vec<Option<Arc<HttpManager>>>,
+    /// The TLS acceptor of each chain that terminates TLS, in the same order. A chain whose
+    /// TLS settings could not be built holds `Err` and closes every connection.
+    tls: Vec<Option<Result<Arc<crate::tls::Acceptor>, ()>>>,
+}
+
+/// A chain chosen for a connection, with what it runs.
+#[derive(Debug)]
+pub struct Selected<'a> {
+    /// The chain.
+    pub chain: &'a FilterChain,
+    /// Its HTTP connection manager, if it has one.
+    pub http: Option<&'a Arc<HttpManager>>,
+    /// Its TLS termination: `Some(Err)` when unusable.
+    pub tls: Option<Result<&'a Arc<crate::tls::Acceptor>, ()>>,
 }
 
 /// Sockets bound for one listener (several with `SO_REUSEPORT`).
@@ -117,19 +132,29 @@ impl Listener {
             .enumerate()
             .map(|(i, c)| (c.name.clone(), i))
             .collect();
+        let tls = config
+            .filter_chains
+            .iter()
+            .chain(&config.default_filter_chain)
+            .map(|c| {
+                let t = c.tls.as_ref()?;
+                Some(crate::tls::Acceptor::new(t).map(Arc::new).map_err(|e| {
+                    tracing::error!(listener = %config.name, chain = %c.name, error = %e, "TLS settings unusable; the chain closes its connections");
+                }))
+            })
+            .collect();
         Self {
             config,
             chains,
             by_name,
             http,
+            tls,
         }
     }
 
-    /// The filter chain for a connection, by Envoy's matching rules, and its HTTP manager.
-    pub fn select(
-        &self,
-        facts: &ConnFacts<'_>,
-    ) -> Option<(&FilterChain, Option<&Arc<HttpManager>>)> {
+    /// The filter chain for a connection, by Envoy's matching rules, with its HTTP manager and
+    /// TLS termination.
+    pub fn select(&self, facts: &ConnFacts<'_>) -> Option<Selected<'_>> {
         let id = match &self.config.filter_chain_matcher {
             Some(matcher) => match matcher.select(facts) {
                 Some(name) => ChainId::Index(*self.by_name.get(name)?),
@@ -150,7 +175,15 @@ impl Listener {
                 self.config.filter_chains.len(),
             ),
         };
-        Some((chain, self.http.get(slot).and_then(Option::as_ref)))
+        Some(Selected {
+            chain,
+            http: self.http.get(slot).and_then(Option::as_ref),
+            tls: self
+                .tls
+                .get(slot)
+                .and_then(Option::as_ref)
+                .map(|r| r.as_ref().map_err(|_| ())),
+        })
     }
 
     /// Binds the listener's socket(s): one per worker with `SO_REUSEPORT`, else one.
@@ -375,7 +408,7 @@ async fn serve(
         transport_protocol: if detected.tls { "tls" } else { "raw_buffer" },
         application_protocols: &detected.application_protocols,
     };
-    let Some((chain, http)) = listener.select(&facts) else {
+    let Some(Selected { chain, http, tls }) = listener.select(&facts) else {
         tracing::debug!(%client, %destination, listener = %listener.config.name, flag = %ResponseFlag::NoRouteFound, "no filter chain matched; closing");
         return;
     };
@@ -384,10 +417,20 @@ async fn serve(
         tracing::debug!(%client, %destination, chain = %chain.name, reason = why.describe(), "filter chain refuses connections; closing");
         return;
     }
+    if matches!(chain.action, ChainAction::Close) {
+        tracing::debug!(%client, chain = %chain.name, "filter chain has no network filters; closing");
+        return;
+    }
+    let (stream, peer) = match tls {
+        None => (Conn::Plain(stream), None),
+        Some(Err(())) => return,
+        Some(Ok(acceptor)) => match acceptor.accept(stream, client.0).await {
+            Some((s, peer)) => (Conn::TlsServer(Box::new(s)), Some(Arc::new(peer))),
+            None => return,
+        },
+    };
     match &chain.action {
-        ChainAction::Close => {
-            tracing::debug!(%client, chain = %chain.name, "filter chain has no network filters; closing");
-        }
+        ChainAction::Close => {}
         ChainAction::Http(_) => {
             let Some(mgr) = http else {
                 return;
@@ -396,6 +439,7 @@ async fn serve(
                 client: client.0,
                 destination,
                 restored,
+                tls: peer,
             };
             crate::http::serve(stream, conn, mgr.clone(), serving.live, serving.drain).await;
         }

@@ -11,8 +11,11 @@ use tracing_subscriber::filter::LevelFilter;
 
 /// Skiff, a service-mesh sidecar proxy configured like Envoy.
 #[derive(Debug, Parser)]
-#[command(name = "proxy", version, about)]
+#[command(name = "proxy", version, about, args_conflicts_with_subcommands = true)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+
     /// Envoy v3 bootstrap file, YAML or JSON (by extension: .json is JSON, anything else YAML).
     #[arg(short = 'c', long = "config-path", value_name = "FILE")]
     config_path: Option<PathBuf>,
@@ -54,9 +57,38 @@ struct Args {
     #[arg(long = "xds-token-file", value_name = "FILE")]
     xds_token_file: Option<PathBuf>,
 
+    /// Serve the secrets `default` and `ROOTCA` from Istio's mounted-certificate layout in this
+    /// directory (cert-chain.pem, key.pem, root-cert.pem), reloading them when they change.
+    #[arg(long = "cert-dir", value_name = "DIR")]
+    cert_dir: Option<PathBuf>,
+
     /// Accepted for Envoy compatibility: Skiff never hot-restarts, so this is always true.
     #[arg(long = "disable-hot-restart")]
     disable_hot_restart: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// A development CA: creates (or reuses) a root in DIR and writes a workload certificate for
+    /// each NAME=SPIFFE-ID into DIR/NAME in Istio's layout (cert-chain.pem, key.pem,
+    /// root-cert.pem), ready for --cert-dir.
+    DevCa {
+        /// Where the root (root-cert.pem, root-key.pem) and the workload directories go.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The trust domain of the root.
+        #[arg(long = "trust-domain", default_value = "cluster.local")]
+        trust_domain: String,
+        /// How long the workload certificates are valid, in hours.
+        #[arg(long = "valid-hours", default_value_t = 24)]
+        valid_hours: u64,
+        /// Issue certificates that expired a day ago (for testing refusals).
+        #[arg(long, conflicts_with = "valid_hours")]
+        expired: bool,
+        /// NAME=spiffe://TRUST-DOMAIN/ns/NS/sa/SA, one per workload.
+        #[arg(value_name = "NAME=SPIFFE-ID", required = true)]
+        workloads: Vec<String>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -83,6 +115,16 @@ fn parse_level(s: &str) -> Result<LevelFilter, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Command::DevCa {
+        dir,
+        trust_domain,
+        valid_hours,
+        expired,
+        workloads,
+    }) = &args.command
+    {
+        return dev_ca(dir, trust_domain, *valid_hours, *expired, workloads);
+    }
     tracing_subscriber::fmt()
         .with_max_level(args.log_level)
         .with_writer(std::io::stderr)
@@ -141,6 +183,7 @@ fn main() -> ExitCode {
         xds: skiff_proxy::xds::XdsFlags {
             token_file: args.xds_token_file,
         },
+        cert_dir: args.cert_dir,
     };
     let _ = args.disable_hot_restart;
     match runtime.block_on(app::run(bootstrap, settings)) {
@@ -151,6 +194,47 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `proxy dev-ca`: writes a root and workload certificates.
+fn dev_ca(
+    dir: &std::path::Path,
+    trust_domain: &str,
+    valid_hours: u64,
+    expired: bool,
+    workloads: &[String],
+) -> ExitCode {
+    use skiff_proxy::tls::dev_ca::{DevCa, Validity};
+    let parsed: Result<Vec<(&str, &str)>, String> = workloads
+        .iter()
+        .map(|w| {
+            w.split_once('=')
+                .filter(|(n, id)| !n.is_empty() && !n.contains('/') && !id.is_empty())
+                .ok_or_else(|| format!("'{w}': expected NAME=SPIFFE-ID"))
+        })
+        .collect();
+    let validity = if expired {
+        Validity::expired()
+    } else {
+        Validity::for_lifetime(Duration::from_secs(valid_hours * 3600))
+    };
+    let run = || -> Result<(), String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let ca = DevCa::open_or_create(dir, trust_domain).map_err(|e| e.to_string())?;
+        for (name, id) in parsed? {
+            ca.write_workload(&dir.join(name), id, validity)
+                .map_err(|e| e.to_string())?;
+            eprintln!("{id}: {}", dir.join(name).display());
+        }
+        Ok(())
+    };
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dev-ca: {e}");
             ExitCode::FAILURE
         }
     }

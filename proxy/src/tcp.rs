@@ -9,8 +9,9 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use crate::{
     addr::{ClientAddr, OrigDst, Upstream},
-    cluster::{Cluster, NoHost},
+    cluster::{Cluster, Host, NoHost},
     config::{ClusterTarget, TcpKeepalive, TcpProxy},
+    conn::Conn,
     flags::ResponseFlag,
     snapshot::Snapshot,
 };
@@ -32,7 +33,7 @@ pub struct Outcome {
 
 /// Proxies `down` by `tcp_proxy`'s configuration until both sides are done.
 pub async fn proxy(
-    mut down: TcpStream,
+    mut down: Conn,
     client: ClientAddr,
     orig_dst: Option<OrigDst>,
     tp: &TcpProxy,
@@ -51,7 +52,7 @@ pub async fn proxy(
         outcome.flag = Some(ResponseFlag::NoClusterFound);
         return outcome;
     };
-    if let Some(why) = cluster.config.refusal {
+    if let Some(why) = cluster.config.refusal() {
         crate::refusals::count(why);
         tracing::debug!(%client, cluster = %name, reason = why.describe(), "tcp_proxy: cluster refuses connections");
         outcome.flag = Some(ResponseFlag::UpstreamConnectionFailure);
@@ -81,7 +82,7 @@ pub async fn proxy(
             return outcome;
         }
         outcome.upstream = Some(Upstream(addr));
-        match connect(cluster, addr).await {
+        match connect_host(cluster, host.host()).await {
             Ok(s) => {
                 up = Some((s, host));
                 break;
@@ -132,7 +133,31 @@ fn pick_cluster(target: &ClusterTarget) -> std::sync::Arc<str> {
     }
 }
 
-/// Opens a connection to `addr` with the cluster's timeout and socket options.
+/// Opens a connection to `host`: TCP with the cluster's socket options, then TLS when the
+/// host's transport says so, both within the cluster's connect timeout.
+pub(crate) async fn connect_host(cluster: &Cluster, host: &Host) -> io::Result<Conn> {
+    let timeout = cluster.config.connect_timeout;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let tcp = tokio::time::timeout_at(deadline, connect(cluster, host.addr))
+        .await
+        .map_err(|_| timed_out(timeout))??;
+    let Some(tls) = &host.tls else {
+        return Ok(Conn::Plain(tcp));
+    };
+    let tls = tokio::time::timeout_at(deadline, tls.connect(tcp, host.addr, None))
+        .await
+        .map_err(|_| timed_out(timeout))??;
+    Ok(Conn::TlsClient(Box::new(tls)))
+}
+
+fn timed_out(timeout: std::time::Duration) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("connect timeout after {timeout:?}"),
+    )
+}
+
+/// Opens a TCP connection to `addr` with the cluster's timeout and socket options.
 pub(crate) async fn connect(cluster: &Cluster, addr: SocketAddr) -> io::Result<TcpStream> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?

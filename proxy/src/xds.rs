@@ -78,6 +78,8 @@ pub fn start(
         watches.push(Watch::wildcard(type_url::LISTENER));
     }
     watches.push(Watch::named(type_url::ROUTE, [] as [&str; 0]));
+    // Secrets named with `sds_config: {ads: {}}` and not served in-process.
+    watches.push(Watch::named(type_url::SECRET, [] as [&str; 0]));
     tokio::spawn(warming_timer(shared.clone()));
     Ok(transport::spawn(config, node, watches, shared)?)
 }

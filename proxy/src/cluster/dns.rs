@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use super::{Cluster, HostSet};
+use super::Cluster;
 use crate::config::{Discovery, DnsFamily, HostPort};
 
 /// How long one resolution may take before it counts as failed.
@@ -16,10 +16,17 @@ pub(super) async fn refresh(cluster: Arc<Cluster>) {
     };
     let mut entries = Vec::new();
     for (locality, endpoint) in cluster.config.endpoints() {
+        let (transport, _) = cluster.config.transport_for(&endpoint.transport_match);
         let (name, port) = match &endpoint.address {
             HostPort::Dns(name, port) => (name.as_str(), *port),
             HostPort::Ip(addr) => {
-                entries.push((locality.priority, *addr, endpoint.weight, endpoint.health));
+                entries.push((
+                    locality.priority,
+                    *addr,
+                    endpoint.weight,
+                    endpoint.health,
+                    transport,
+                ));
                 continue;
             }
         };
@@ -29,11 +36,15 @@ pub(super) async fn refresh(cluster: Arc<Cluster>) {
                 if addrs.is_empty() {
                     tracing::warn!(cluster = cluster.name(), %name, ?family, "DNS returned no address of the wanted family");
                 }
-                entries.extend(
-                    addrs
-                        .into_iter()
-                        .map(|a| (locality.priority, a, endpoint.weight, endpoint.health)),
-                );
+                entries.extend(addrs.into_iter().map(|a| {
+                    (
+                        locality.priority,
+                        a,
+                        endpoint.weight,
+                        endpoint.health,
+                        transport,
+                    )
+                }));
             }
             Ok(Err(e)) => {
                 tracing::warn!(cluster = cluster.name(), %name, error = %e, "DNS resolution failed");
@@ -52,7 +63,7 @@ pub(super) async fn refresh(cluster: Arc<Cluster>) {
         "DNS refresh"
     );
     let previous = cluster.hosts();
-    let hosts = HostSet::rebuild(entries_sorted.into_iter(), Some(&previous));
+    let hosts = cluster.rebuild_hosts(entries_sorted.into_iter(), &previous);
     drop(previous);
     cluster.set_hosts(hosts);
 }

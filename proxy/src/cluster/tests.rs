@@ -25,7 +25,7 @@ fn cluster(discovery: Discovery, localities: Vec<Locality>) -> Cluster {
         tcp_keepalive: None,
         upstream_protocol: crate::config::UpstreamProtocolConfig::Http1,
         upstream_idle_timeout: None,
-        refusal: None,
+        transport: Default::default(),
         transport_matches: Vec::new(),
         bind_source: None,
     }))
@@ -174,8 +174,9 @@ fn rebuilding_keeps_the_hosts_that_stay() {
     let first =
         HostSet::from_endpoints([(0, a, 1, Health::Usable), (0, b, 1, Health::Usable)].into_iter());
     let second = HostSet::rebuild(
-        [(0, a, 1, Health::Usable), (0, b, 5, Health::Usable)].into_iter(),
+        [(0, a, 1, Health::Usable, 0), (0, b, 5, Health::Usable, 0)].into_iter(),
         Some(&first),
+        &Default::default(),
     );
     let find = |set: &HostSet, addr| {
         set.levels[0]

@@ -50,9 +50,8 @@ pub struct Cluster {
     pub upstream_protocol: UpstreamProtocolConfig,
     /// Idle pooled HTTP connections are closed after this (`common_http_protocol_options`).
     pub upstream_idle_timeout: Option<Duration>,
-    /// Set when connecting needs a transport Skiff cannot provide (TLS origination, an
-    /// internal upstream): every connection attempt fails (`UF`) and is counted.
-    pub refusal: Option<Refusal>,
+    /// The transport to hosts that no `transport_socket_matches` entry picks.
+    pub transport: Transport,
     /// `transport_socket_matches`, in order.
     pub transport_matches: Vec<TransportMatch>,
     /// `upstream_bind_config.source_address`: the local address of upstream connections (Istio
@@ -65,8 +64,21 @@ pub struct Cluster {
 pub struct TransportMatch {
     /// Metadata the endpoint must have under `envoy.transport_socket_match`.
     pub criteria: Vec<(String, String)>,
-    /// What its transport socket means for Skiff (`None`: plaintext).
-    pub refusal: Option<Refusal>,
+    /// Its transport socket.
+    pub transport: Transport,
+}
+
+/// How connections to a host are carried.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// Plain TCP (`raw_buffer`, or no transport socket).
+    #[default]
+    Plain,
+    /// TLS origination (`UpstreamTlsContext`).
+    Tls(Arc<super::UpstreamTls>),
+    /// A transport Skiff cannot provide (an internal upstream): every connection attempt fails
+    /// (`UF`) and is counted.
+    Refused(Refusal),
 }
 
 /// Which HTTP protocol a cluster's hosts are spoken to with.
@@ -408,9 +420,10 @@ impl Cluster {
         for (i, f) in filters.iter().enumerate() {
             upstream_filter(ctx, &path.field("filters").index(i), f);
         }
-        let refusal = transport_socket
+        let transport = transport_socket
             .as_ref()
-            .and_then(|ts| upstream_transport(ctx, &path.field("transport_socket"), ts));
+            .map(|ts| upstream_transport(ctx, &path.field("transport_socket"), ts))
+            .unwrap_or_default();
         if let Some(cb) = circuit_breakers {
             unlimited_circuit_breakers(ctx, &path.field("circuit_breakers"), cb);
         }
@@ -425,11 +438,14 @@ impl Cluster {
                     .as_ref()
                     .map(|s| string_fields(ctx, &mp.field("match"), s))
                     .unwrap_or_default();
-                let refusal = match &m.transport_socket {
+                let transport = match &m.transport_socket {
                     Some(ts) => upstream_transport(ctx, &mp.field("transport_socket"), ts),
-                    None => None,
+                    None => Transport::Plain,
                 };
-                TransportMatch { criteria, refusal }
+                TransportMatch {
+                    criteria,
+                    transport,
+                }
             })
             .collect();
         let bind_source = upstream_bind_config
@@ -445,20 +461,51 @@ impl Cluster {
             tcp_keepalive,
             upstream_protocol,
             upstream_idle_timeout,
-            refusal,
+            transport,
             transport_matches,
             bind_source,
         })
     }
 
-    /// What connecting to an endpoint with this `envoy.transport_socket_match` metadata needs,
-    /// as Envoy picks it: the first match whose criteria the metadata has, else the cluster's
-    /// transport socket. `Some` means Skiff cannot connect to it.
-    pub fn transport_refusal(&self, metadata: &[(String, String)]) -> Option<Refusal> {
+    /// The transport to an endpoint with this `envoy.transport_socket_match` metadata, as
+    /// Envoy picks it: the first match whose criteria the metadata has, else the cluster's
+    /// transport socket. The index is 0 for the cluster's own, `i + 1` for match `i`.
+    pub fn transport_for(&self, metadata: &[(String, String)]) -> (usize, &Transport) {
         self.transport_matches
             .iter()
-            .find(|m| m.criteria.iter().all(|c| metadata.contains(c)))
-            .map_or(self.refusal, |m| m.refusal)
+            .enumerate()
+            .find(|(_, m)| m.criteria.iter().all(|c| metadata.contains(c)))
+            .map_or((0, &self.transport), |(i, m)| (i + 1, &m.transport))
+    }
+
+    /// The transport by the index [`Cluster::transport_for`] returns.
+    pub fn transport(&self, index: usize) -> &Transport {
+        match index.checked_sub(1) {
+            None => &self.transport,
+            Some(i) => self
+                .transport_matches
+                .get(i)
+                .map_or(&self.transport, |m| &m.transport),
+        }
+    }
+
+    /// The secrets the cluster's TLS transports name.
+    pub fn secrets(&self) -> impl Iterator<Item = &super::SecretRef> {
+        std::iter::once(&self.transport)
+            .chain(self.transport_matches.iter().map(|m| &m.transport))
+            .filter_map(|t| match t {
+                Transport::Tls(t) => Some(t),
+                Transport::Plain | Transport::Refused(_) => None,
+            })
+            .flat_map(|t| t.common.secrets())
+    }
+
+    /// Set when the cluster's own transport cannot be provided.
+    pub fn refusal(&self) -> Option<Refusal> {
+        match self.transport {
+            Transport::Refused(r) => Some(r),
+            Transport::Plain | Transport::Tls(_) => None,
+        }
     }
 
     /// Every configured endpoint, across localities and priorities.
@@ -901,40 +948,44 @@ fn unlimited_circuit_breakers(
     }
 }
 
-/// A cluster's `transport_socket`: plaintext is what Skiff does; TLS origination and internal
-/// upstreams are accepted but refused at connect time.
+/// A cluster's `transport_socket`: plaintext, TLS origination, or an internal upstream (accepted
+/// but refused at connect time).
 fn upstream_transport(
     ctx: &mut Ctx,
     path: &Path,
     ts: &envoy_types::pb::envoy::config::core::v3::TransportSocket,
-) -> Option<Refusal> {
+) -> Transport {
     use envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType;
     let Some(ConfigType::TypedConfig(any)) = &ts.config_type else {
         ctx.error(path, "a transport socket needs a typed_config");
-        return None;
+        return Transport::Plain;
     };
-    let refusal = match common::any_type_name(any) {
-        "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer" => return None,
-        "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext" => Refusal::UpstreamTls,
+    let tc = path.field("typed_config");
+    match common::any_type_name(any) {
+        "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer" => Transport::Plain,
+        "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext" => {
+            common::unpack(ctx, &tc, any)
+                .and_then(|t| super::UpstreamTls::convert(ctx, &tc, &t))
+                .map_or(Transport::Plain, |t| Transport::Tls(Arc::new(t)))
+        }
         "envoy.extensions.transport_sockets.internal_upstream.v3.InternalUpstreamTransport" => {
-            Refusal::Tunneling
+            ctx.warn(
+                path,
+                format!(
+                    "{}: connections to this cluster fail (UF) and are counted",
+                    Refusal::Tunneling.describe()
+                ),
+            );
+            Transport::Refused(Refusal::Tunneling)
         }
         other => {
             ctx.error(
-                &path.field("typed_config"),
+                &tc,
                 format!("transport socket @type '{other}' is not supported by Skiff"),
             );
-            return None;
+            Transport::Plain
         }
-    };
-    ctx.warn(
-        path,
-        format!(
-            "{}: connections to this cluster fail (UF) and are counted",
-            refusal.describe()
-        ),
-    );
-    Some(refusal)
+    }
 }
 
 fn keepalive_options(

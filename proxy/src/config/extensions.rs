@@ -47,10 +47,6 @@ pub enum Refusal {
     Rbac,
     /// The external authorization filter.
     ExtAuthz,
-    /// TLS termination on a filter chain (`DownstreamTlsContext`).
-    DownstreamTls,
-    /// TLS origination to a cluster's hosts (`UpstreamTlsContext`).
-    UpstreamTls,
     /// HBONE: tcp_proxy `tunneling_config`, or internal listeners and upstreams.
     Tunneling,
 }
@@ -84,21 +80,13 @@ impl Refusal {
     }
 
     /// Every refusal, for counters.
-    pub const ALL: [Refusal; 5] = [
-        Refusal::Rbac,
-        Refusal::ExtAuthz,
-        Refusal::DownstreamTls,
-        Refusal::UpstreamTls,
-        Refusal::Tunneling,
-    ];
+    pub const ALL: [Refusal; 3] = [Refusal::Rbac, Refusal::ExtAuthz, Refusal::Tunneling];
 
     /// A short name for logs and stats.
     pub fn name(self) -> &'static str {
         match self {
             Refusal::Rbac => "rbac",
             Refusal::ExtAuthz => "ext_authz",
-            Refusal::DownstreamTls => "downstream_tls",
-            Refusal::UpstreamTls => "upstream_tls",
             Refusal::Tunneling => "tunneling",
         }
     }
@@ -108,8 +96,6 @@ impl Refusal {
         match self {
             Refusal::Rbac => "RBAC rules are not evaluated by Skiff yet",
             Refusal::ExtAuthz => "external authorization is not supported by Skiff yet",
-            Refusal::DownstreamTls => "TLS termination is not supported by Skiff yet",
-            Refusal::UpstreamTls => "TLS origination is not supported by Skiff yet",
             Refusal::Tunneling => {
                 "HBONE tunneling and internal listeners are not supported by Skiff"
             }

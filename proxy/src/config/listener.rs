@@ -148,8 +148,10 @@ pub struct FilterChain {
     pub matcher: ChainMatch,
     /// What the chain does with the connection.
     pub action: ChainAction,
-    /// Set when the chain needs something Skiff cannot do (TLS termination, enforcing RBAC,
-    /// tunneling): every connection it gets is refused and counted.
+    /// TLS termination (`transport_socket` with a `DownstreamTlsContext`).
+    pub tls: Option<Arc<super::DownstreamTls>>,
+    /// Set when the chain needs something Skiff cannot do (enforcing RBAC, tunneling): every
+    /// connection it gets is refused and counted.
     pub refusal: Option<Refusal>,
     /// Filters accepted because they only observe or do nothing as configured.
     pub accepted: Vec<&'static str>,
@@ -430,6 +432,15 @@ impl Listener {
 
     /// The route configurations its HTTP chains take from RDS, with each one's initial fetch
     /// timeout (`None`: wait for ever).
+    /// The secrets the listener's TLS chains name.
+    pub fn secrets(&self) -> impl Iterator<Item = &super::SecretRef> {
+        self.filter_chains
+            .iter()
+            .chain(&self.default_filter_chain)
+            .filter_map(|c| c.tls.as_ref())
+            .flat_map(|t| t.common.secrets())
+    }
+
     pub fn rds(&self) -> impl Iterator<Item = (&Arc<str>, Option<Duration>)> {
         self.filter_chains
             .iter()
@@ -654,20 +665,17 @@ impl FilterChain {
         reject_unsupported!(ctx, path, use_proxy_proto, transport_socket_connect_timeout);
         let mut refusal = None;
         let mut accepted = Vec::new();
+        let mut tls = None;
         if let Some(ts) = transport_socket {
             let tp = path.field("transport_socket");
             match &ts.config_type {
                 Some(TransportConfigType::TypedConfig(any)) => match common::any_type_name(any) {
                     "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer" => {}
                     "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext" => {
-                        ctx.warn(
-                            &tp,
-                            format!(
-                                "filter chain '{name}': {}; connections to it are refused",
-                                Refusal::DownstreamTls.describe()
-                            ),
-                        );
-                        refusal = Some(Refusal::DownstreamTls);
+                        let tc = tp.field("typed_config");
+                        tls = common::unpack(ctx, &tc, any)
+                            .and_then(|t| super::DownstreamTls::convert(ctx, &tc, &t))
+                            .map(Arc::new);
                     }
                     other => ctx.error(
                         &tp.field("typed_config"),
@@ -768,6 +776,7 @@ impl FilterChain {
             name,
             matcher,
             action,
+            tls,
             refusal,
             accepted,
         })

@@ -46,6 +46,15 @@ pub fn route_config(any: &Any) -> Result<RouteConfig, ConfigErrors> {
     ctx.finish(rc)
 }
 
+/// Converts a `Secret` resource (SDS).
+pub fn secret(any: &Any) -> Result<(String, super::SecretData), ConfigErrors> {
+    let proto: envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret =
+        decode(any)?;
+    let mut ctx = Ctx::default();
+    let s = super::SecretData::convert(&mut ctx, &Path::root(), &proto);
+    ctx.finish(s).map(|s| (proto.name, s))
+}
+
 /// Converts a `ClusterLoadAssignment` resource.
 pub fn load_assignment(any: &Any) -> Result<LoadAssignment, ConfigErrors> {
     let proto: ClusterLoadAssignment = decode(any)?;

@@ -466,7 +466,7 @@ async fn forward(
         let flag = ResponseFlag::NoClusterFound;
         return routed.reply(req.headers(), not_found, flag, Some(cluster_name));
     };
-    if let Some(why) = cluster.config.refusal {
+    if let Some(why) = cluster.config.refusal() {
         crate::refusals::count(why);
         let flag = ResponseFlag::UpstreamConnectionFailure;
         return routed.reply(req.headers(), None, flag, Some(cluster_name));
@@ -1007,7 +1007,7 @@ async fn terminate_connect(
     cluster_name: Arc<str>,
 ) -> (Response<ProxyBody>, Outcome) {
     let addr = host.host().addr;
-    let upstream = match crate::tcp::connect(cluster, addr).await {
+    let upstream = match crate::tcp::connect_host(cluster, host.host()).await {
         Ok(s) => s,
         Err(e) => {
             tracing::debug!(upstream = %addr, error = %e, "CONNECT: upstream connect failed");

@@ -20,7 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::{net::TcpSocket, time::Instant};
 
 use super::body::ProxyBody;
-use crate::config::TcpKeepalive;
+use crate::{config::TcpKeepalive, conn::Conn};
 
 /// The protocol spoken to an upstream host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -62,6 +62,8 @@ pub enum SendError {
 #[derive(Debug)]
 pub struct HostPool {
     addr: SocketAddr,
+    /// TLS origination to the host, if its transport is TLS.
+    tls: Option<Arc<crate::tls::Connector>>,
     idle_h1: Mutex<Vec<IdleH1>>,
     h2: Mutex<Option<http2::SendRequest<ProxyBody>>>,
     /// Held while an HTTP/2 connection is being opened, so concurrent requests share it.
@@ -80,10 +82,11 @@ const MAX_IDLE_H1: usize = 1024;
 // === impl HostPool ===
 
 impl HostPool {
-    /// An empty pool for `addr`.
-    pub fn new(addr: SocketAddr) -> Self {
+    /// An empty pool for `addr`, reached over `tls` when given.
+    pub fn new(addr: SocketAddr, tls: Option<Arc<crate::tls::Connector>>) -> Self {
         Self {
             addr,
+            tls,
             idle_h1: Mutex::new(Vec::new()),
             h2: Mutex::new(None),
             h2_connecting: tokio::sync::Mutex::new(()),
@@ -236,9 +239,31 @@ impl HostPool {
         Ok(sender)
     }
 
-    async fn connect_tcp(
+    /// Opens a connection: TCP, then TLS when the host's transport says so, both within the
+    /// connect timeout (as Envoy counts the handshake in it).
+    async fn connect_tcp(&self, settings: &ConnectSettings) -> Result<Conn, SendError> {
+        let deadline = Instant::now() + settings.connect_timeout;
+        let tcp = self.connect_plain(settings, deadline).await?;
+        let Some(tls) = &self.tls else {
+            return Ok(Conn::Plain(tcp));
+        };
+        match tokio::time::timeout_at(deadline, tls.connect(tcp, self.addr, None)).await {
+            Ok(Ok(s)) => Ok(Conn::TlsClient(Box::new(s))),
+            Ok(Err(e)) => Err(SendError::Connect(e)),
+            Err(_) => Err(SendError::Connect(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "TLS handshake not done within the connect timeout {:?}",
+                    settings.connect_timeout
+                ),
+            ))),
+        }
+    }
+
+    async fn connect_plain(
         &self,
         settings: &ConnectSettings,
+        deadline: Instant,
     ) -> Result<tokio::net::TcpStream, SendError> {
         let socket = if self.addr.is_ipv4() {
             TcpSocket::new_v4()
@@ -252,7 +277,7 @@ impl HostPool {
         }
         crate::tcp::bind_source(&socket, settings.bind_source, self.addr)
             .map_err(SendError::Connect)?;
-        match tokio::time::timeout(settings.connect_timeout, socket.connect(self.addr)).await {
+        match tokio::time::timeout_at(deadline, socket.connect(self.addr)).await {
             Ok(r) => r.map_err(SendError::Connect),
             Err(_) => Err(SendError::Connect(io::Error::new(
                 io::ErrorKind::TimedOut,

@@ -18,27 +18,29 @@ use hyper::{Request, body::Incoming, service::service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::TcpStream,
     sync::watch,
 };
 
 use super::{ConnInfo, HttpManager, forward};
-use crate::{config::Codec, snapshot::Live};
+use crate::{config::Codec, conn::Conn, snapshot::Live};
 
 /// Serves HTTP on `stream` until the client closes it, or it stays idle for the connection
 /// manager's `idle_timeout` (then it is shut down gracefully: requests in flight finish).
 pub async fn serve(
-    stream: TcpStream,
+    stream: Conn,
     conn: ConnInfo,
     mgr: Arc<HttpManager>,
     live: Arc<Live>,
     drain: watch::Receiver<bool>,
 ) {
     let config = mgr.config.clone();
+    let client = conn.client;
+    let conn = Arc::new(conn);
     let svc = {
         let mgr = mgr.clone();
         service_fn(move |req: Request<Incoming>| {
             let mgr = mgr.clone();
+            let conn = conn.clone();
             // Routes and clusters as they are when the request starts, kept until it ends.
             let snapshot = live.load();
             async move {
@@ -126,7 +128,7 @@ pub async fn serve(
         }
     };
     if let Err(e) = result {
-        tracing::debug!(client = %conn.client, error = %e, "http connection ended");
+        tracing::debug!(%client, error = %e, "http connection ended");
     }
 }
 
@@ -205,7 +207,7 @@ impl Activity {
 /// The downstream socket, recording activity on every successful read and write.
 #[derive(Debug)]
 struct IdleIo {
-    inner: TcpStream,
+    inner: Conn,
     activity: Arc<Activity>,
 }
 

@@ -1,4 +1,5 @@
-//! Bidirectional byte copy between two TCP connections, with half-close and an idle timeout.
+//! Bidirectional byte copy between two connections (plain TCP or TLS), with half-close and an
+//! idle timeout.
 //!
 //! Hot path: one call per proxied connection, polled on every readiness change. It allocates
 //! its two buffers once, takes no locks and logs nothing.
@@ -13,7 +14,6 @@ use std::{
 
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::TcpStream,
     time::{Instant, Sleep},
 };
 
@@ -58,14 +58,16 @@ struct Pipe {
     cap: usize,
     read_eof: bool,
     done: bool,
+    /// Bytes were written since the last flush (TLS buffers records until flushed).
+    unflushed: bool,
     bytes: u64,
 }
 
 /// The copy future.
 #[derive(Debug)]
-struct Duplex<'a> {
-    down: &'a mut TcpStream,
-    up: &'a mut TcpStream,
+struct Duplex<'a, D, U> {
+    down: &'a mut D,
+    up: &'a mut U,
     to_up: Pipe,
     to_down: Pipe,
     idle: Option<(Duration, Pin<Box<Sleep>>)>,
@@ -75,11 +77,15 @@ struct Duplex<'a> {
 /// Copies bytes both ways until both directions have ended, a socket fails, or nothing moves for
 /// `idle_timeout`. Each side's EOF is passed on as a write shutdown of the other, so half-closed
 /// connections keep working in the open direction.
-pub async fn bidirectional(
-    down: &mut TcpStream,
-    up: &mut TcpStream,
+pub async fn bidirectional<D, U>(
+    down: &mut D,
+    up: &mut U,
     idle_timeout: Option<Duration>,
-) -> (Transferred, CopyEnd) {
+) -> (Transferred, CopyEnd)
+where
+    D: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
     let now = Instant::now();
     let mut duplex = Duplex {
         down,
@@ -107,24 +113,39 @@ impl Pipe {
             cap: 0,
             read_eof: false,
             done: false,
+            unflushed: false,
             bytes: 0,
         }
     }
 
     /// Moves bytes from `r` to `w` until `r` has nothing more for now. Sets `moved` when any
     /// byte was read or written. Ready when this direction is finished.
-    fn poll_pipe(
+    fn poll_pipe<R, W>(
         &mut self,
         cx: &mut Context<'_>,
-        r: &mut TcpStream,
-        w: &mut TcpStream,
+        r: &mut R,
+        w: &mut W,
         moved: &mut bool,
-    ) -> Poll<Result<(), (bool, io::Error)>> {
+    ) -> Poll<Result<(), (bool, io::Error)>>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
         // The error flag says whether the failure was on the read side (`true`) or write side.
         loop {
             if self.pos == self.cap && !self.read_eof {
                 let mut rb = ReadBuf::new(&mut self.buf);
-                ready!(Pin::new(&mut *r).poll_read(cx, &mut rb)).map_err(|e| (true, e))?;
+                match Pin::new(&mut *r).poll_read(cx, &mut rb) {
+                    Poll::Ready(result) => result.map_err(|e| (true, e))?,
+                    Poll::Pending => {
+                        // Nothing more to read for now: push out what the writer holds.
+                        if self.unflushed {
+                            ready!(Pin::new(&mut *w).poll_flush(cx)).map_err(|e| (false, e))?;
+                            self.unflushed = false;
+                        }
+                        return Poll::Pending;
+                    }
+                }
                 let n = rb.filled().len();
                 if n == 0 {
                     self.read_eof = true;
@@ -142,6 +163,7 @@ impl Pipe {
                 }
                 self.pos += n;
                 self.bytes += n as u64;
+                self.unflushed = true;
                 *moved = true;
             }
             if self.read_eof {
@@ -156,7 +178,11 @@ impl Pipe {
 
 // === impl Duplex ===
 
-impl Duplex<'_> {
+impl<D, U> Duplex<'_, D, U>
+where
+    D: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
     fn poll_copy(&mut self, cx: &mut Context<'_>) -> Poll<CopyEnd> {
         let mut moved = false;
         if !self.to_up.done

@@ -76,6 +76,8 @@ pub struct Store {
     manager: ListenerManager,
     live: Arc<Live>,
     admin: Arc<AdminState>,
+    /// Secrets served in-process, never asked of the control plane.
+    local_secrets: BTreeSet<String>,
 }
 
 /// The store behind a lock, shared by the ADS client's task and the warming timer.
@@ -123,7 +125,17 @@ impl Store {
             manager,
             live,
             admin,
+            local_secrets: bootstrap
+                .secrets
+                .iter()
+                .map(|s| s.name.to_string())
+                .collect(),
         }
+    }
+
+    /// Marks secrets as served in-process (`--cert-dir`, the CA client).
+    pub fn serve_locally(&mut self, names: impl IntoIterator<Item = String>) {
+        self.local_secrets.extend(names);
     }
 
     /// Applies one response's changes for `type_url`; returns the resources refused.
@@ -135,8 +147,9 @@ impl Store {
             type_url::CLUSTER => type_url::CLUSTER,
             type_url::ROUTE => type_url::ROUTE,
             type_url::ENDPOINT => type_url::ENDPOINT,
+            type_url::SECRET => return self.apply_secrets(update),
             other => {
-                // The client only subscribes to the four types above.
+                // The client only subscribes to the five types above.
                 tracing::warn!(
                     type_url = other,
                     "xDS: response of a type Skiff does not use"
@@ -263,8 +276,57 @@ impl Store {
                     _ => None,
                 })
                 .collect(),
+            type_url::SECRET => self
+                .all_listeners()
+                .flat_map(|l| l.secrets())
+                .chain(self.all_clusters().flat_map(|c| c.secrets()))
+                .filter(|s| s.source == config::SecretSource::Ads && !self.local_secret(&s.name))
+                .map(|s| s.name.to_string())
+                .collect(),
             _ => BTreeSet::new(),
         }
+    }
+
+    /// Whether a secret is served in-process (static secrets, `--cert-dir`), so it is not
+    /// asked of the control plane.
+    fn local_secret(&self, name: &str) -> bool {
+        self.local_secrets.contains(name)
+    }
+
+    /// SDS: each secret is converted alone and swapped into its slot; new handshakes use it at
+    /// once. A removed secret empties its slot (handshakes needing it fail until it returns).
+    fn apply_secrets(&mut self, update: &Update<'_>) -> Vec<Rejected> {
+        let mut rejected = Vec::new();
+        for name in &update.removed {
+            if !self.local_secret(name) {
+                crate::tls::secrets::slot(name).clear();
+            }
+        }
+        for r in &update.added {
+            let result = xds::secret(r.any).and_then(|(name, data)| {
+                if name != r.name {
+                    return Err(name_mismatch(r.name, &name));
+                }
+                crate::tls::secrets::slot(&name).set(&data).map_err(|e| {
+                    ConfigErrors::from(config::ConfigError::new(
+                        &config::Path::root(),
+                        e.to_string(),
+                    ))
+                })
+            });
+            match result {
+                Ok(()) => {
+                    tracing::info!(secret = r.name, version = r.version, "xDS: secret updated")
+                }
+                Err(errors) => rejected.push(Rejected::new(r.name, one_line(&errors))),
+            }
+        }
+        self.answered.insert(type_url::SECRET);
+        if rejected.is_empty() {
+            self.versions
+                .insert(type_url::SECRET, update.version.to_string());
+        }
+        rejected
     }
 
     /// Whether nothing of `type_url` is still awaited: every EDS cluster has its endpoints

@@ -1,7 +1,7 @@
 //! The store without a network: updates go straight to `Store::apply`, and the snapshot it
 //! publishes is inspected.
 
-use std::{sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use envoy_types::pb::google::protobuf::Any;
 use xds_client::{Resource, Update, type_url};
@@ -433,9 +433,23 @@ policy: {overprovisioning_factor: 140}
         .collect();
     assert_eq!(
         addrs,
-        ["10.0.0.2:80"],
-        "the tlsMode: istio endpoint needs mTLS"
+        ["10.0.0.1:80", "10.0.0.2:80"],
+        "both endpoints serve: the tlsMode: istio one over TLS"
     );
+    let tls: Vec<bool> = ["10.0.0.1:80", "10.0.0.2:80"]
+        .iter()
+        .map(|a| {
+            let addr: SocketAddr = a.parse().unwrap();
+            (0..64)
+                .map(|_| cluster.pick(None).unwrap())
+                .find(|h| h.host().addr == addr)
+                .unwrap()
+                .host()
+                .tls
+                .is_some()
+        })
+        .collect();
+    assert_eq!(tls, [true, false], "tlsMode: istio picks the TLS transport");
 
     // Real limits would change traffic: rejected.
     let limited = c

@@ -13,6 +13,7 @@ fn chain(name: &str, m: ChainMatch) -> FilterChain {
         name: Arc::from(name),
         matcher: m,
         action: ChainAction::Close,
+        tls: None,
         refusal: None,
         accepted: Vec::new(),
     }
