@@ -375,6 +375,11 @@ fn stats(state: &AdminState) -> String {
     ] {
         let _ = writeln!(out, "skiff.http.{name}: {}", n.load(Ordering::Relaxed));
     }
+    let _ = writeln!(
+        out,
+        "skiff.listener.no_filter_chain_match: {}",
+        crate::listener::NO_FILTER_CHAIN_MATCH.load(std::sync::atomic::Ordering::Relaxed)
+    );
     for side in [crate::tls::Side::Downstream, crate::tls::Side::Upstream] {
         for (stat, n) in crate::tls::counters(side).snapshot() {
             let _ = writeln!(out, "skiff.tls.{}.ssl.{stat}: {n}", side.name());

@@ -48,7 +48,7 @@ pub use self::{
     extensions::{Extension, Refusal, TypedStruct},
     http::{
         Codec, Http2Settings, HttpConnectionManager, RouteSource, RouterSettings, ServerHeader,
-        StripPort,
+        StripPort, Xfcc, XfccDetails, XfccMode,
     },
     listener::{
         ChainAction, ChainMatch, FilterChain, Listener, ListenerFilter, ListenerFilterKind,

@@ -81,6 +81,11 @@ pub struct Bound {
     sockets: Vec<TcpListener>,
 }
 
+/// Connections closed because no filter chain matched them (Envoy's `no_filter_chain_match`),
+/// such as plaintext on a STRICT mTLS port.
+pub static NO_FILTER_CHAIN_MATCH: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(0);
+
 /// Counts the connections being served, so shutdown can wait for them.
 #[derive(Debug, Default)]
 pub struct ActiveConns {
@@ -409,6 +414,7 @@ async fn serve(
         application_protocols: &detected.application_protocols,
     };
     let Some(Selected { chain, http, tls }) = listener.select(&facts) else {
+        NO_FILTER_CHAIN_MATCH.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(%client, %destination, listener = %listener.config.name, flag = %ResponseFlag::NoRouteFound, "no filter chain matched; closing");
         return;
     };

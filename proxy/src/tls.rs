@@ -10,6 +10,7 @@ pub mod dev_ca;
 pub mod secrets;
 pub mod server;
 mod verify;
+pub mod x509;
 
 use std::{
     sync::{

@@ -7,12 +7,12 @@ mod support;
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{TcpListener, TcpStream},
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use support::{TCP_PROXY, TempDir, proxy_bin, sh, within_netns};
+use support::{PodProxy, TCP_PROXY, sh, within_netns};
 
 /// Runs a command and panics with its output when it fails.
 fn require_root_tools() {
@@ -134,83 +134,6 @@ impl Drop for Topology {
     }
 }
 
-/// The proxy running inside the pod namespace as uid 1337, the way Istio runs its sidecar.
-struct PodProxy {
-    child: std::process::Child,
-    dir: TempDir,
-}
-
-impl PodProxy {
-    fn start(topology: &Topology, yaml: &str) -> Self {
-        let dir = TempDir::new("netns");
-        // uid 1337 must be able to write the admin address and read the config.
-        sh(&["chmod", "0777", dir.0.to_str().unwrap()]);
-        let cfg = dir.path("bootstrap.yaml");
-        std::fs::write(&cfg, yaml).unwrap();
-        let admin_file = dir.path("admin-address");
-        let log = std::fs::File::create(dir.path("proxy.log")).unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &topology.pod])
-            .args(["setpriv", "--reuid=1337", "--regid=1337", "--clear-groups"])
-            .arg(proxy_bin())
-            .arg("-c")
-            .arg(&cfg)
-            .arg("--admin-address-path")
-            .arg(&admin_file)
-            .args(["-l", "debug"])
-            .stderr(log)
-            .spawn()
-            .expect("starting the proxy in the pod namespace");
-        let p = PodProxy { child, dir };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let admin: SocketAddr = loop {
-            if let Some(a) = std::fs::read_to_string(&admin_file)
-                .ok()
-                .and_then(|s| s.trim().parse().ok())
-            {
-                break a;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "proxy did not start:\n{}",
-                p.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        // Wait for LIVE, asking from inside the namespace.
-        loop {
-            let live = within_netns(&topology.pod, move || {
-                support::http_get(admin, "/ready")
-                    .map(|(s, _)| s == 200)
-                    .unwrap_or(false)
-            });
-            if live {
-                return p;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "proxy never became LIVE:\n{}",
-                p.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path("proxy.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for PodProxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("---- proxy log ----\n{}", self.log());
-        }
-    }
-}
-
 fn tcp_chain(cluster: &str) -> String {
     format!(
         "    filter_chains:\n    - filters: [{{name: t, typed_config: {{\"@type\": \"{TCP_PROXY}\", stat_prefix: {cluster}, cluster: {cluster}}}}}]\n"
@@ -277,7 +200,7 @@ fn outbound_capture_routes_by_original_destination() {
         "--to-ports",
         "15001",
     ]);
-    let proxy = PodProxy::start(&t, &sidecar_bootstrap());
+    let proxy = PodProxy::start(&t.pod, &sidecar_bootstrap());
 
     // 10.251.0.77 exists nowhere: only the proxy's handoff by port can answer it.
     assert_eq!(t.call("10.251.0.77:8080"), "svc-a", "{}", proxy.log());
@@ -322,7 +245,7 @@ fn proxy_traffic_is_not_captured_again() {
         "--to-ports",
         "15001",
     ]);
-    let proxy = PodProxy::start(&t, &sidecar_bootstrap());
+    let proxy = PodProxy::start(&t.pod, &sidecar_bootstrap());
     assert_eq!(t.call("10.251.0.2:9090"), "direct", "{}", proxy.log());
     // Exactly one proxied connection: no loop through 15001. The log line is written when the
     // connection ends, just after the client closes: wait for it, then for any second one.
@@ -385,7 +308,7 @@ fn ipv6_outbound_capture_routes_by_original_destination() {
         a = tcp_chain("svc-a6"),
         svc_a = static_cluster("svc-a6", "\"fd00:251::2\":9001"),
     );
-    let proxy = PodProxy::start(&t, &yaml);
+    let proxy = PodProxy::start(&t.pod, &yaml);
     // IP6T_SO_ORIGINAL_DST recovers the IPv6 destination; fd00:251::77 exists nowhere.
     assert_eq!(t.call("[fd00:251::77]:8080"), "svc-a6", "{}", proxy.log());
     assert_eq!(t.call("[fd00:251::2]:9090"), "passthrough6");

@@ -95,8 +95,46 @@ pub struct HttpConnectionManager {
     /// Resolve `.` and `..` path segments before routing (`normalize_path`).
     pub normalize_path: bool,
     /// Keep a client's `x-forwarded-client-cert` (ALWAYS_FORWARD_ONLY) instead of removing it;
-    /// the other modes remove it, as Envoy does on connections without mTLS.
-    pub forward_client_cert: bool,
+    /// `x-forwarded-client-cert` handling (`forward_client_cert_details` and
+    /// `set_current_client_cert_details`).
+    pub xfcc: Xfcc,
+}
+
+/// What becomes of `x-forwarded-client-cert`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Xfcc {
+    /// `forward_client_cert_details`.
+    pub mode: XfccMode,
+    /// `set_current_client_cert_details`: what `APPEND_FORWARD` and `SANITIZE_SET` add.
+    pub details: XfccDetails,
+}
+
+/// `forward_client_cert_details`. Without mTLS every mode but `ALWAYS_FORWARD_ONLY` removes the
+/// header, as in Envoy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum XfccMode {
+    /// Remove it.
+    #[default]
+    Sanitize,
+    /// Pass it on over mTLS.
+    ForwardOnly,
+    /// Append this hop's element over mTLS.
+    AppendForward,
+    /// Replace it with this hop's element over mTLS.
+    SanitizeSet,
+    /// Pass it on, mTLS or not.
+    AlwaysForwardOnly,
+}
+
+/// The fields of this hop's element besides `By` and `Hash` (always there).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XfccDetails {
+    /// `Subject="..."`.
+    pub subject: bool,
+    /// `DNS=...`, one per DNS SAN.
+    pub dns: bool,
+    /// `URI=...`, the first URI SAN.
+    pub uri: bool,
 }
 
 /// What the HTTP filters other than the router amount to.
@@ -329,8 +367,6 @@ impl HttpConnectionManager {
                 ),
             }
         }
-        // Only used with mTLS, which Skiff does not terminate yet: there is no certificate.
-        let _ = set_current_client_cert_details;
         let codec = match CodecType::try_from(codec_type) {
             Ok(CodecType::Auto) => Codec::Auto,
             Ok(CodecType::Http1) => Codec::Http1,
@@ -343,25 +379,37 @@ impl HttpConnectionManager {
                 Codec::Auto
             }
         };
-        // Without mTLS no connection has a client certificate: Envoy then removes the header
-        // in every mode but ALWAYS_FORWARD_ONLY, which passes it on untouched.
-        let forward_client_cert =
-            match ForwardClientCertDetails::try_from(forward_client_cert_details) {
-                Ok(
-                    ForwardClientCertDetails::Sanitize
-                    | ForwardClientCertDetails::AppendForward
-                    | ForwardClientCertDetails::SanitizeSet
-                    | ForwardClientCertDetails::ForwardOnly,
-                ) => false,
-                Ok(ForwardClientCertDetails::AlwaysForwardOnly) => true,
-                Err(_) => {
-                    ctx.error(
-                        &path.field("forward_client_cert_details"),
-                        format!("unknown value {forward_client_cert_details}"),
-                    );
-                    false
-                }
-            };
+        let xfcc_mode = match ForwardClientCertDetails::try_from(forward_client_cert_details) {
+            Ok(ForwardClientCertDetails::Sanitize) => XfccMode::Sanitize,
+            Ok(ForwardClientCertDetails::ForwardOnly) => XfccMode::ForwardOnly,
+            Ok(ForwardClientCertDetails::AppendForward) => XfccMode::AppendForward,
+            Ok(ForwardClientCertDetails::SanitizeSet) => XfccMode::SanitizeSet,
+            Ok(ForwardClientCertDetails::AlwaysForwardOnly) => XfccMode::AlwaysForwardOnly,
+            Err(_) => {
+                ctx.error(
+                    &path.field("forward_client_cert_details"),
+                    format!("unknown value {forward_client_cert_details}"),
+                );
+                XfccMode::Sanitize
+            }
+        };
+        let xfcc_details =
+            set_current_client_cert_details
+                .as_ref()
+                .map_or(XfccDetails::default(), |d| {
+                    let p = path.field("set_current_client_cert_details");
+                    let (cert, chain) = (d.cert, d.chain);
+                    reject_unsupported!(ctx, &p, cert, chain);
+                    XfccDetails {
+                        subject: d.subject.as_ref().is_some_and(|b| b.value),
+                        dns: d.dns,
+                        uri: d.uri,
+                    }
+                });
+        let xfcc = Xfcc {
+            mode: xfcc_mode,
+            details: xfcc_details,
+        };
         let mut extras = FilterExtras::default();
         let router =
             http_filters_router(ctx, &path.field("http_filters"), &http_filters, &mut extras);
@@ -505,7 +553,7 @@ impl HttpConnectionManager {
             router: router.unwrap_or_default(),
             filters: extras,
             normalize_path,
-            forward_client_cert,
+            xfcc,
         })
     }
 }

@@ -177,6 +177,48 @@ fn normalized(uri: &http::Uri) -> Option<http::Uri> {
     http::Uri::from_parts(parts).ok()
 }
 
+/// `x-forwarded-client-cert` by `forward_client_cert_details`: details from a client are
+/// trusted only over mTLS (or with ALWAYS_FORWARD_ONLY); this hop's element is appended or set
+/// from the client certificate.
+fn forwarded_client_cert(h: &mut HeaderMap, conn: &ConnInfo, xfcc: crate::config::Xfcc) {
+    use crate::config::XfccMode;
+    let mtls = conn.tls.as_ref().filter(|p| p.certificate.is_some());
+    let Some(peer) = mtls else {
+        if xfcc.mode != XfccMode::AlwaysForwardOnly {
+            h.remove(headers::X_FORWARDED_CLIENT_CERT);
+        }
+        return;
+    };
+    match xfcc.mode {
+        XfccMode::Sanitize => {
+            h.remove(headers::X_FORWARDED_CLIENT_CERT);
+        }
+        XfccMode::ForwardOnly | XfccMode::AlwaysForwardOnly => {}
+        XfccMode::AppendForward | XfccMode::SanitizeSet => {
+            let Some(own) = peer
+                .xfcc
+                .get_or_init(|| headers::xfcc_element(peer, xfcc.details))
+            else {
+                h.remove(headers::X_FORWARDED_CLIENT_CERT);
+                return;
+            };
+            let previous = (xfcc.mode == XfccMode::AppendForward)
+                .then(|| h.get(headers::X_FORWARDED_CLIENT_CERT))
+                .flatten();
+            let value = match previous {
+                Some(p) => {
+                    let mut v = p.as_bytes().to_vec();
+                    v.push(b',');
+                    v.extend_from_slice(own.as_bytes());
+                    HeaderValue::from_bytes(&v).unwrap_or_else(|_| own.clone())
+                }
+                None => own.clone(),
+            };
+            h.insert(headers::X_FORWARDED_CLIENT_CERT, value);
+        }
+    }
+}
+
 /// The connection manager's own request headers: forwarding headers and the request id.
 ///
 /// As Envoy 1.40 with its default `internal_address_config`, no client counts as internal: the
@@ -184,11 +226,7 @@ fn normalized(uri: &http::Uri) -> Option<http::Uri> {
 /// is an edge request (its id is replaced unless `preserve_external_request_id`).
 fn prepare_request_headers(h: &mut HeaderMap, conn: &ConnInfo, mgr: &HttpManager) {
     let config = &mgr.config;
-    // Client certificate details are never trusted from a client without mTLS (every mode but
-    // ALWAYS_FORWARD_ONLY).
-    if !config.forward_client_cert {
-        h.remove(headers::X_FORWARDED_CLIENT_CERT);
-    }
+    forwarded_client_cert(h, conn, config.xfcc);
     headers::strip_envoy_internal(h);
     let client = crate::config::canonical(conn.client.ip());
     if config.use_remote_address {

@@ -225,6 +225,43 @@ pub fn request_id() -> HeaderValue {
     HeaderValue::from_bytes(&out).expect("hex digits and dashes are a valid header value")
 }
 
+/// This hop's `x-forwarded-client-cert` element, in Envoy's order: `By` (our URI SAN), `Hash`
+/// (SHA-256 of the client certificate, hex), then as configured `Subject="..."`, `URI=` (the
+/// first URI SAN) and one `DNS=` per DNS SAN.
+pub fn xfcc_element(
+    peer: &crate::tls::Peer,
+    details: crate::config::XfccDetails,
+) -> Option<HeaderValue> {
+    use std::fmt::Write;
+    let cert = peer.certificate.as_ref()?;
+    let parsed = webpki::EndEntityCert::try_from(cert).ok()?;
+    let mut parts: Vec<String> = Vec::new();
+    if let Some(by) = &peer.local_spiffe_id {
+        parts.push(format!("By={by}"));
+    }
+    let digest = ring::digest::digest(&ring::digest::SHA256, cert.as_ref());
+    let mut hash = String::with_capacity(64);
+    for b in digest.as_ref() {
+        let _ = write!(hash, "{b:02x}");
+    }
+    parts.push(format!("Hash={hash}"));
+    if details.subject {
+        let subject = crate::tls::x509::name_contents_rfc2253(parsed.subject()).unwrap_or_default();
+        parts.push(format!("Subject=\"{}\"", subject.replace('"', "\\\"")));
+    }
+    if details.uri
+        && let Some(uri) = parsed.valid_uri_names().next()
+    {
+        parts.push(format!("URI={uri}"));
+    }
+    if details.dns {
+        for dns in parsed.valid_dns_names() {
+            parts.push(format!("DNS={dns}"));
+        }
+    }
+    HeaderValue::from_str(&parts.join(";")).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

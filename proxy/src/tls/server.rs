@@ -7,6 +7,7 @@ use rustls::{
     server::{ClientHello, NoServerSessionStorage, ResolvesServerCert},
     sign::CertifiedKey,
 };
+use rustls_pki_types::CertificateDer;
 use tokio::{net::TcpStream, time::Instant};
 use tokio_rustls::{LazyConfigAcceptor, server::TlsStream};
 
@@ -24,6 +25,8 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Terminates TLS for one filter chain.
 #[derive(Debug)]
 pub struct Acceptor {
+    /// This side's certificate (read for the SPIFFE ID it presents).
+    cert: Arc<CertRef>,
     /// With the chain's ALPN list.
     with_alpn: Arc<ServerConfig>,
     /// Without ALPN, for clients that offer none of the chain's protocols: Envoy then goes on
@@ -33,14 +36,18 @@ pub struct Acceptor {
 }
 
 /// What the handshake established about the client.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct Peer {
     /// The client certificate's SPIFFE ID (`spiffe://td/ns/NS/sa/SA`).
     pub spiffe_id: Option<Arc<str>>,
+    /// The client's leaf certificate, if it sent one.
+    pub certificate: Option<CertificateDer<'static>>,
     /// The negotiated ALPN protocol.
     pub alpn: Option<Vec<u8>>,
     /// This proxy's own SPIFFE ID, as presented.
     pub local_spiffe_id: Option<Arc<str>>,
+    /// The `x-forwarded-client-cert` element for this connection, built on first use.
+    pub xfcc: std::sync::OnceLock<Option<http::HeaderValue>>,
 }
 
 /// This side's certificate: fixed, or read from a secret on each handshake.
@@ -69,7 +76,7 @@ impl CertRef {
 }
 
 #[derive(Debug)]
-struct Resolver(CertRef);
+struct Resolver(Arc<CertRef>);
 
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
@@ -87,11 +94,11 @@ impl Acceptor {
     /// Builds the rustls configuration of a chain.
     pub fn new(t: &DownstreamTls) -> Result<Self, SecretError> {
         let common = &t.common;
-        let cert = match &common.certificate {
+        let cert = Arc::new(match &common.certificate {
             Some(c) => CertRef::new(c)?,
             // Conversion requires one; an empty slot refuses every handshake.
             None => CertRef::Slot(slot("")),
-        };
+        });
         let builder = ServerConfig::builder_with_provider(super::provider(common))
             .with_protocol_versions(&super::versions(common))
             .map_err(SecretError::Key)?;
@@ -102,7 +109,7 @@ impl Acceptor {
             ))),
             None => builder.with_no_client_auth(),
         };
-        let mut config = builder.with_cert_resolver(Arc::new(Resolver(cert)));
+        let mut config = builder.with_cert_resolver(Arc::new(Resolver(cert.clone())));
         config.ignore_client_order = !t.prefer_client_ciphers;
         if t.disable_resumption {
             config.session_storage = Arc::new(NoServerSessionStorage {});
@@ -112,6 +119,7 @@ impl Acceptor {
         let alpn: Vec<Vec<u8>> = common.alpn.iter().map(|a| a.as_bytes().to_vec()).collect();
         config.alpn_protocols.clone_from(&alpn);
         Ok(Self {
+            cert,
             with_alpn: Arc::new(config),
             without_alpn,
             alpn,
@@ -155,14 +163,19 @@ impl Acceptor {
                 if conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
                     Counters::bump(&c.session_reused);
                 }
+                let certificate = conn
+                    .peer_certificates()
+                    .and_then(|certs| certs.first())
+                    .map(|c| c.clone().into_owned());
                 let peer = Peer {
-                    spiffe_id: conn
-                        .peer_certificates()
-                        .and_then(|certs| certs.first())
+                    spiffe_id: certificate
+                        .as_ref()
                         .and_then(super::spiffe_id)
                         .map(Into::into),
+                    certificate,
                     alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
-                    local_spiffe_id: None,
+                    local_spiffe_id: self.cert.current().and_then(|i| i.spiffe_id.clone()),
+                    xfcc: std::sync::OnceLock::new(),
                 };
                 Some((stream, peer))
             }

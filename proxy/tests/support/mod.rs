@@ -400,6 +400,11 @@ pub fn nginx_bin() -> PathBuf {
 impl Nginx {
     /// Starts nginx serving the files in `root`; `extra` goes into its `server` block.
     pub fn start(root: &Path, extra: &str) -> Self {
+        Self::start_in(None, root, extra)
+    }
+
+    /// Like [`Nginx::start`], inside network namespace `ns` when given (on its loopback).
+    pub fn start_in(ns: Option<&str>, root: &Path, extra: &str) -> Self {
         let bin = nginx_bin();
         for _attempt in 0..5 {
             let dir = TempDir::new("nginx");
@@ -415,7 +420,15 @@ impl Nginx {
                 root = root.display(),
             );
             std::fs::write(dir.path("nginx.conf"), conf).unwrap();
-            let child = Command::new(&bin)
+            let mut command = match ns {
+                Some(ns) => {
+                    let mut c = Command::new("ip");
+                    c.args(["netns", "exec", ns]).arg(&bin);
+                    c
+                }
+                None => Command::new(&bin),
+            };
+            let child = command
                 .arg("-c")
                 .arg(dir.path("nginx.conf"))
                 .arg("-p")
@@ -431,7 +444,11 @@ impl Nginx {
                 if let Ok(Some(_)) = nginx.child.try_wait() {
                     break; // port taken, probably: try another
                 }
-                if StdTcpStream::connect(addr).is_ok() {
+                let up = match ns {
+                    Some(ns) => within_netns(ns, move || StdTcpStream::connect(addr).is_ok()),
+                    None => StdTcpStream::connect(addr).is_ok(),
+                };
+                if up {
                     return nginx;
                 }
                 std::thread::sleep(Duration::from_millis(20));
@@ -519,4 +536,114 @@ pub fn static_cluster(name: &str, endpoints: &[SocketAddr], extra: &str) -> Stri
     format!(
         "  - name: {name}\n    connect_timeout: 1s\n{extra}\n    load_assignment:\n      cluster_name: {name}\n      endpoints:\n      - lb_endpoints:\n{eps}"
     )
+}
+
+/// The proxy running inside the pod namespace as uid 1337, the way Istio runs its sidecar.
+pub struct PodProxy {
+    child: Child,
+    dir: TempDir,
+    ns: String,
+    admin: Option<SocketAddr>,
+}
+
+#[allow(dead_code)] // each test binary uses part of it
+impl PodProxy {
+    pub fn start(ns: &str, yaml: &str) -> Self {
+        Self::start_with(ns, yaml, &[])
+    }
+
+    /// Like [`PodProxy::start`], with more command-line arguments.
+    pub fn start_with(ns: &str, yaml: &str, extra_args: &[&str]) -> Self {
+        let dir = TempDir::new("netns");
+        // uid 1337 must be able to write the admin address and read the config.
+        sh(&["chmod", "0777", dir.0.to_str().unwrap()]);
+        let cfg = dir.path("bootstrap.yaml");
+        std::fs::write(&cfg, yaml).unwrap();
+        let admin_file = dir.path("admin-address");
+        let log = std::fs::File::create(dir.path("proxy.log")).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(["setpriv", "--reuid=1337", "--regid=1337", "--clear-groups"])
+            .arg(proxy_bin())
+            .arg("-c")
+            .arg(&cfg)
+            .arg("--admin-address-path")
+            .arg(&admin_file)
+            .args(["-l", "debug"])
+            .args(extra_args)
+            .stderr(log)
+            .spawn()
+            .expect("starting the proxy in the pod namespace");
+        let mut p = PodProxy {
+            child,
+            dir,
+            ns: ns.to_string(),
+            admin: None,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let admin: SocketAddr = loop {
+            if let Some(a) = std::fs::read_to_string(&admin_file)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+            {
+                break a;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "proxy did not start:\n{}",
+                p.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // Wait for LIVE, asking from inside the namespace.
+        loop {
+            let live = within_netns(ns, move || {
+                http_get(admin, "/ready")
+                    .map(|(s, _)| s == 200)
+                    .unwrap_or(false)
+            });
+            if live {
+                p.admin = Some(admin);
+                return p;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "proxy never became LIVE:\n{}",
+                p.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A GET on the admin server, from inside the namespace.
+    pub fn admin_get(&self, path: &str) -> String {
+        let admin = self.admin.expect("started");
+        let path = path.to_string();
+        within_netns(&self.ns, move || http_get(admin, &path))
+            .unwrap_or_else(|e| panic!("admin {admin}: {e}"))
+            .1
+    }
+
+    /// One counter of the admin `/stats`.
+    pub fn stat(&self, name: &str) -> u64 {
+        let stats = self.admin_get("/stats");
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(": ")?.parse().ok())
+            .unwrap_or_else(|| panic!("no stat {name} in:\n{stats}"))
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path("proxy.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for PodProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- proxy log ----\n{}", self.log());
+        }
+    }
 }
