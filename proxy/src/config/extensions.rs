@@ -68,6 +68,73 @@ impl prost::Name for TypedStruct {
     const PACKAGE: &'static str = "udpa.type.v1";
 }
 
+/// Istio's `istio.alpn` filter config (istio/api `envoy/config/filter/http/alpn/v2alpha1`),
+/// which `envoy-types` does not generate.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AlpnFilterConfig {
+    /// One entry per upstream protocol.
+    #[prost(message, repeated, tag = "1")]
+    pub alpn_override: Vec<AlpnOverrideEntry>,
+}
+
+/// One `alpn_override` entry.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AlpnOverrideEntry {
+    /// HTTP10 = 0, HTTP11 = 1, HTTP2 = 2.
+    #[prost(int32, tag = "1")]
+    pub upstream_protocol: i32,
+    /// The ALPN list for it.
+    #[prost(string, repeated, tag = "2")]
+    pub alpn_override: Vec<String>,
+}
+
+impl prost::Name for AlpnFilterConfig {
+    const NAME: &'static str = "FilterConfig";
+    const PACKAGE: &'static str = "istio.envoy.config.filter.http.alpn.v2alpha1";
+}
+
+/// The `istio.alpn` filter's config type.
+pub(crate) const ALPN_FILTER: &str = "istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig";
+
+/// Converts `istio.alpn`'s table.
+pub(crate) fn alpn_override(
+    ctx: &mut Ctx,
+    path: &Path,
+    any: &Any,
+) -> Option<super::http::AlpnOverride> {
+    let config: AlpnFilterConfig = common::unpack(ctx, path, any)?;
+    let mut table = super::http::AlpnOverride::default();
+    for (i, e) in config.alpn_override.iter().enumerate() {
+        let slot = match e.upstream_protocol {
+            0 => &mut table.http10,
+            1 => &mut table.http11,
+            2 => &mut table.http2,
+            other => {
+                ctx.error(
+                    &path
+                        .field("alpn_override")
+                        .index(i)
+                        .field("upstream_protocol"),
+                    format!("unknown upstream protocol {other} (HTTP10, HTTP11, HTTP2)"),
+                );
+                continue;
+            }
+        };
+        if e.alpn_override
+            .iter()
+            .any(|a| a.is_empty() || a.len() > 255)
+        {
+            ctx.error(
+                &path.field("alpn_override").index(i).field("alpn_override"),
+                "an ALPN protocol name is 1 to 255 bytes",
+            );
+            continue;
+        }
+        slot.clone_from(&e.alpn_override);
+    }
+    Some(table)
+}
+
 const TYPED_STRUCT_UDPA: &str = "udpa.type.v1.TypedStruct";
 const TYPED_STRUCT_XDS: &str = "xds.type.v3.TypedStruct";
 
@@ -112,10 +179,6 @@ pub(crate) fn http_filter(ctx: &mut Ctx, path: &Path, any: &Any) -> Option<Exten
             Extension::Accepted("grpc_stats")
         }
         "stats.PluginConfig" => Extension::Accepted("istio.stats"),
-        "istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig" => {
-            // Rewrites the ALPN of upstream TLS, which Skiff does not originate yet.
-            Extension::Accepted("istio.alpn")
-        }
         "envoy.extensions.filters.http.cors.v3.Cors" => {
             // Policies live on routes and virtual hosts, where Skiff rejects them.
             Extension::Accepted("cors")

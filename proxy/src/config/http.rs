@@ -94,7 +94,6 @@ pub struct HttpConnectionManager {
     pub filters: FilterExtras,
     /// Resolve `.` and `..` path segments before routing (`normalize_path`).
     pub normalize_path: bool,
-    /// Keep a client's `x-forwarded-client-cert` (ALWAYS_FORWARD_ONLY) instead of removing it;
     /// `x-forwarded-client-cert` handling (`forward_client_cert_details` and
     /// `set_current_client_cert_details`).
     pub xfcc: Xfcc,
@@ -144,6 +143,20 @@ pub struct FilterExtras {
     pub accepted: Vec<&'static str>,
     /// Set when an enforcing filter Skiff cannot run is configured: every request is refused.
     pub refusal: Option<Refusal>,
+    /// `istio.alpn`: the ALPN list offered to TLS upstreams, by upstream protocol.
+    pub alpn: Option<AlpnOverride>,
+}
+
+/// Istio's `istio.alpn` table: what a TLS upstream is offered instead of its cluster's ALPN
+/// list, for HTTP/1.0, HTTP/1.1 and HTTP/2 requests (empty: the cluster's list).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AlpnOverride {
+    /// For HTTP/1.0.
+    pub http10: Vec<String>,
+    /// For HTTP/1.1.
+    pub http11: Vec<String>,
+    /// For HTTP/2.
+    pub http2: Vec<String>,
 }
 
 /// Where a connection manager's routes come from.
@@ -626,6 +639,11 @@ fn http_filters_router(
             router = Some(RouterSettings {
                 suppress_envoy_headers,
             });
+        } else if type_name == extensions::ALPN_FILTER {
+            if let Some(table) = extensions::alpn_override(ctx, &tc, any) {
+                extras.accepted.push("istio.alpn");
+                extras.alpn = Some(table);
+            }
         } else {
             let mut probe = Ctx::default();
             match extensions::http_filter(&mut probe, &tc, any) {

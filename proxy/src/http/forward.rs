@@ -600,11 +600,21 @@ async fn forward(
         return routed.reply(&request_headers, Some(status), flag, Some(cluster_name));
     }
 
+    // `istio.alpn`: a TLS upstream is offered the ALPN list of the protocol spoken to it.
+    let alpn = routed.mgr.config.filters.alpn.as_ref().and_then(|t| {
+        let list = match (protocol, req.version()) {
+            (UpstreamProtocol::Http2, _) => &t.http2,
+            (UpstreamProtocol::Http1, Version::HTTP_10) => &t.http10,
+            (UpstreamProtocol::Http1, _) => &t.http11,
+        };
+        (!list.is_empty()).then_some(list.as_slice())
+    });
     let settings = ConnectSettings {
         connect_timeout: cluster.config.connect_timeout,
         idle_timeout: cluster.config.upstream_idle_timeout,
         keepalive: cluster.config.tcp_keepalive,
         bind_source: cluster.config.bind_source,
+        alpn,
     };
     // The stream's timers: the route timeout from the end of the request, the stream idle
     // timeout (the route's, else the connection manager's), and the whole-request timeout.

@@ -33,7 +33,7 @@ pub enum UpstreamProtocol {
 
 /// How to open connections to a host.
 #[derive(Clone, Copy, Debug)]
-pub struct ConnectSettings {
+pub struct ConnectSettings<'a> {
     /// The TCP connect timeout.
     pub connect_timeout: Duration,
     /// Idle connections older than this are closed rather than reused.
@@ -42,6 +42,8 @@ pub struct ConnectSettings {
     pub keepalive: Option<TcpKeepalive>,
     /// The local address to connect from (`upstream_bind_config`).
     pub bind_source: Option<SocketAddr>,
+    /// The ALPN list to offer a TLS host instead of its cluster's (`istio.alpn`).
+    pub alpn: Option<&'a [String]>,
 }
 
 /// Why a request could not be sent.
@@ -99,7 +101,7 @@ impl HostPool {
         self: &Arc<Self>,
         mut req: Request<ProxyBody>,
         protocol: UpstreamProtocol,
-        settings: &ConnectSettings,
+        settings: &ConnectSettings<'_>,
     ) -> Result<Response<ProxyBody>, SendError> {
         match protocol {
             UpstreamProtocol::Http1 => {
@@ -202,7 +204,7 @@ impl HostPool {
 
     async fn connect_h1(
         &self,
-        settings: &ConnectSettings,
+        settings: &ConnectSettings<'_>,
     ) -> Result<http1::SendRequest<ProxyBody>, SendError> {
         let io = self.connect_tcp(settings).await?;
         let (sender, conn) = http1::Builder::new()
@@ -221,7 +223,7 @@ impl HostPool {
 
     async fn connect_h2(
         &self,
-        settings: &ConnectSettings,
+        settings: &ConnectSettings<'_>,
     ) -> Result<http2::SendRequest<ProxyBody>, SendError> {
         let io = self.connect_tcp(settings).await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
@@ -241,13 +243,13 @@ impl HostPool {
 
     /// Opens a connection: TCP, then TLS when the host's transport says so, both within the
     /// connect timeout (as Envoy counts the handshake in it).
-    async fn connect_tcp(&self, settings: &ConnectSettings) -> Result<Conn, SendError> {
+    async fn connect_tcp(&self, settings: &ConnectSettings<'_>) -> Result<Conn, SendError> {
         let deadline = Instant::now() + settings.connect_timeout;
         let tcp = self.connect_plain(settings, deadline).await?;
         let Some(tls) = &self.tls else {
             return Ok(Conn::Plain(tcp));
         };
-        match tokio::time::timeout_at(deadline, tls.connect(tcp, self.addr, None)).await {
+        match tokio::time::timeout_at(deadline, tls.connect(tcp, self.addr, settings.alpn)).await {
             Ok(Ok(s)) => Ok(Conn::TlsClient(Box::new(s))),
             Ok(Err(e)) => Err(SendError::Connect(e)),
             Err(_) => Err(SendError::Connect(io::Error::new(
@@ -262,7 +264,7 @@ impl HostPool {
 
     async fn connect_plain(
         &self,
-        settings: &ConnectSettings,
+        settings: &ConnectSettings<'_>,
         deadline: Instant,
     ) -> Result<tokio::net::TcpStream, SendError> {
         let socket = if self.addr.is_ipv4() {

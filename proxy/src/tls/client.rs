@@ -82,16 +82,17 @@ impl Connector {
     }
 
     /// Runs the client handshake over `tcp` to `addr`, offering `alpn` instead of the
-    /// configured list when given (Istio's `istio.alpn` filter does this per protocol).
+    /// configured list when given (Istio's `istio.alpn` filter does this per protocol, and
+    /// Envoy lets such an override win over the cluster's list).
     pub async fn connect(
         &self,
         tcp: TcpStream,
         addr: SocketAddr,
-        alpn: Option<&[&[u8]]>,
+        alpn: Option<&[String]>,
     ) -> io::Result<TlsStream<TcpStream>> {
         let config = match alpn {
-            Some(list) if !self.config.alpn_protocols.is_empty() => self.with_alpn(list),
-            _ => self.config.clone(),
+            Some(list) => self.with_alpn(list),
+            None => self.config.clone(),
         };
         // rustls sends no SNI for an IP address, which is what Envoy does without `sni`.
         let name = self
@@ -114,13 +115,17 @@ impl Connector {
         }
     }
 
-    fn with_alpn(&self, list: &[&[u8]]) -> Arc<ClientConfig> {
-        let same = |l: &Vec<Vec<u8>>| l.iter().map(Vec::as_slice).eq(list.iter().copied());
+    fn with_alpn(&self, list: &[String]) -> Arc<ClientConfig> {
+        let same = |l: &Vec<Vec<u8>>| {
+            l.iter()
+                .map(Vec::as_slice)
+                .eq(list.iter().map(String::as_bytes))
+        };
         if let Some((_, c)) = self.by_alpn.load().iter().find(|(l, _)| same(l)) {
             return c.clone();
         }
         let mut config = (*self.config).clone();
-        config.alpn_protocols = list.iter().map(|a| a.to_vec()).collect();
+        config.alpn_protocols = list.iter().map(|a| a.as_bytes().to_vec()).collect();
         let config = Arc::new(config);
         self.by_alpn.rcu(|known| {
             let mut known = Vec::clone(known);
