@@ -7,14 +7,14 @@ mod support;
 use std::{
     net::SocketAddr,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
 };
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::Full;
 use hyper::{Request, Response, body::Incoming, service::service_fn};
 use hyper_util::rt::TokioIo;
 use support::*;
@@ -238,24 +238,6 @@ async fn get(addr: SocketAddr) -> Result<(u16, String), String> {
     send_get(&mut send).await
 }
 
-async fn send_get(
-    send: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
-) -> Result<(u16, String), String> {
-    let req = Request::get("/")
-        .header("host", "test")
-        .body(Empty::new())
-        .unwrap();
-    let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
-}
-
 /// Waits until a GET through `addr` answers 200 with `body`.
 async fn until_body(addr: SocketAddr, body: &str) {
     let deadline = Instant::now() + WAIT;
@@ -268,52 +250,6 @@ async fn until_body(addr: SocketAddr, body: &str) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("{addr} never answered {body:?}; last: {last:?}");
-}
-
-/// One response seen by the load generator: when its request was sent, and what came back.
-#[derive(Debug, Clone)]
-struct Sample {
-    sent: Instant,
-    result: Result<(u16, String), String>,
-}
-
-/// Sends about `rps` requests per second through `addr` on `clients` keep-alive connections,
-/// until `stop` is set.
-fn load(
-    addr: SocketAddr,
-    rps: u32,
-    clients: u32,
-    stop: Arc<AtomicBool>,
-) -> (Arc<Mutex<Vec<Sample>>>, Vec<tokio::task::JoinHandle<()>>) {
-    let samples = Arc::new(Mutex::new(Vec::new()));
-    let period = Duration::from_secs(1) * clients / rps;
-    let tasks = (0..clients)
-        .map(|_| {
-            let (samples, stop) = (samples.clone(), stop.clone());
-            tokio::spawn(async move {
-                let mut send = None;
-                let mut tick = tokio::time::interval(period);
-                while !stop.load(Ordering::Acquire) {
-                    tick.tick().await;
-                    if send.is_none() {
-                        let s = TcpStream::connect(addr).await.unwrap();
-                        let (s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
-                            .await
-                            .unwrap();
-                        tokio::spawn(conn);
-                        send = Some(s);
-                    }
-                    let sent = Instant::now();
-                    let result = send_get(send.as_mut().unwrap()).await;
-                    if result.is_err() {
-                        send = None;
-                    }
-                    samples.lock().unwrap().push(Sample { sent, result });
-                }
-            })
-        })
-        .collect();
-    (samples, tasks)
 }
 
 fn admin_json(proxy: &Proxy, path: &str) -> serde_json::Value {

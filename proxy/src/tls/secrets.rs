@@ -56,6 +56,9 @@ pub enum SecretError {
     /// The private key is of a kind rustls cannot sign with.
     #[error("unusable private key: {0}")]
     Key(rustls::Error),
+    /// The private key does not belong to the certificate.
+    #[error("the private key does not match the certificate: {0}")]
+    Mismatch(rustls::Error),
     /// A root certificate cannot be a trust anchor.
     #[error("root certificate {index} cannot be used: {source}")]
     Root {
@@ -175,8 +178,12 @@ impl Identity {
         let signer =
             rustls::crypto::ring::sign::any_supported_type(&c.key).map_err(SecretError::Key)?;
         let spiffe_id = c.chain.first().and_then(super::spiffe_id).map(Into::into);
+        let key = CertifiedKey::new(c.chain.clone(), signer);
+        // A key that is not the certificate's (a half-written rotation) would fail every
+        // handshake; refuse it here instead.
+        key.keys_match().map_err(SecretError::Mismatch)?;
         Ok(Self {
-            key: Arc::new(CertifiedKey::new(c.chain.clone(), signer)),
+            key: Arc::new(key),
             spiffe_id,
         })
     }
@@ -273,20 +280,27 @@ impl CertDir {
         let files = self.read()?;
         install(&files)?;
         tracing::info!(dir = %self.dir.display(), "certificates loaded");
-        let mut seen = self.stamp();
+        let mut installed = self.stamp();
+        let mut warned = None;
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
                 let now = self.stamp();
-                if now == seen {
+                if now == installed {
                     continue;
                 }
-                seen = now;
+                // Files are often replaced one by one: a failed read is tried again at the next
+                // poll, and reported once per state of the files.
                 match self.read().and_then(|f| install(&f)) {
-                    Ok(()) => tracing::info!(dir = %self.dir.display(), "certificates reloaded"),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "certificates not reloaded; keeping the previous ones")
+                    Ok(()) => {
+                        installed = now;
+                        tracing::info!(dir = %self.dir.display(), "certificates reloaded");
                     }
+                    Err(e) if warned.as_ref() != Some(&now) => {
+                        warned = Some(now);
+                        tracing::warn!(error = %e, "certificates not reloaded; keeping the previous ones");
+                    }
+                    Err(_) => {}
                 }
             }
         });

@@ -647,3 +647,70 @@ impl Drop for PodProxy {
         }
     }
 }
+
+/// One GET `/` on an HTTP/1.1 connection: the status and body, or why it failed.
+pub async fn send_get(
+    send: &mut hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+) -> Result<(u16, String), String> {
+    let req = hyper::Request::get("/")
+        .header("host", "test")
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// One response seen by the load generator: when its request was sent, and what came back.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub sent: Instant,
+    pub result: Result<(u16, String), String>,
+}
+
+/// Sends about `rps` requests per second through `addr` on `clients` keep-alive connections,
+/// until `stop` is set.
+pub fn load(
+    addr: SocketAddr,
+    rps: u32,
+    clients: u32,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (
+    std::sync::Arc<std::sync::Mutex<Vec<Sample>>>,
+    Vec<tokio::task::JoinHandle<()>>,
+) {
+    let samples = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let period = Duration::from_secs(1) * clients / rps;
+    let tasks = (0..clients)
+        .map(|_| {
+            let (samples, stop) = (samples.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut send = None;
+                let mut tick = tokio::time::interval(period);
+                while !stop.load(Ordering::Acquire) {
+                    tick.tick().await;
+                    if send.is_none() {
+                        let s = TcpStream::connect(addr).await.unwrap();
+                        let (s, conn) =
+                            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
+                                .await
+                                .unwrap();
+                        tokio::spawn(conn);
+                        send = Some(s);
+                    }
+                    let sent = Instant::now();
+                    let result = send_get(send.as_mut().unwrap()).await;
+                    if result.is_err() {
+                        send = None;
+                    }
+                    samples.lock().unwrap().push(Sample { sent, result });
+                }
+            })
+        })
+        .collect();
+    (samples, tasks)
+}
