@@ -15,7 +15,7 @@ use std::{
     time::Duration,
 };
 
-use support::{Nginx, PodProxy, TempDir, http_get, proxy_bin, sh, within_netns};
+use support::{Nginx, PodProxy, TempDir, dev_ca, http_get, presented_leaf, sh, within_netns};
 
 const CLIENT_ID: &str = "spiffe://cluster.local/ns/shop/sa/client";
 const SERVER_ID: &str = "spiffe://cluster.local/ns/shop/sa/server";
@@ -107,22 +107,6 @@ impl Drop for Mesh {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
     }
-}
-
-/// `proxy dev-ca` into `dir`.
-fn dev_ca(dir: &std::path::Path, args: &[&str]) {
-    let out = Command::new(proxy_bin())
-        .arg("dev-ca")
-        .arg("--dir")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "dev-ca: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// An SDS reference to `name` on Istio's `sds-grpc` cluster, as istiod writes it.
@@ -430,25 +414,6 @@ fn two_sidecars_speak_mtls_and_refuse_what_istio_refuses() {
     assert_eq!(b.stat("skiff.tls.downstream.ssl.handshake"), 2);
 }
 
-/// The leaf certificate `server` presents to a client holding `client`'s certificate, as PEM.
-fn presented_leaf(server: SocketAddr, client: &std::path::Path) -> String {
-    let out = Command::new("openssl")
-        .args(["s_client", "-showcerts", "-connect", &server.to_string()])
-        .arg("-cert")
-        .arg(client.join("cert-chain.pem"))
-        .arg("-key")
-        .arg(client.join("key.pem"))
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("openssl is not installed (apt-get install openssl)");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let start = text
-        .find("-----BEGIN CERTIFICATE-----")
-        .unwrap_or_else(|| panic!("no certificate from {server}: {text}"));
-    let end = text[start..].find("-----END CERTIFICATE-----").unwrap() + start;
-    text[start..end + "-----END CERTIFICATE-----".len()].to_string()
-}
-
 /// Certificates rotated on disk under a steady 500 requests per second: no request fails, the
 /// connections already open carry on, and new handshakes get the new certificates.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -494,7 +459,7 @@ async fn rotation_under_load_loses_no_request() {
         ),
         &["--cert-dir", ca.join("a").to_str().unwrap()],
     );
-    let before = presented_leaf(b, &ca.join("a"));
+    let before = presented_leaf(b, Some(&ca.join("a")));
     let counter = |p: &support::Proxy, name: &str| -> u64 {
         let (_, stats) = http_get(p.admin, "/stats").unwrap();
         stats
@@ -549,7 +514,7 @@ async fn rotation_under_load_loses_no_request() {
         "established connections were re-handshaken"
     );
     // A new handshake gets the new certificate.
-    let after = presented_leaf(b, &ca.join("a"));
+    let after = presented_leaf(b, Some(&ca.join("a")));
     assert_ne!(before, after);
     let on_disk = std::fs::read_to_string(ca.join("b").join("cert-chain.pem")).unwrap();
     assert_eq!(after.trim(), on_disk.trim());

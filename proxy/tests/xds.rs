@@ -667,3 +667,163 @@ async fn envoy_and_skiff_alike(api_type: &str) {
     until_body(on_skiff, "B").await;
     until_body(on_envoy, "B").await;
 }
+
+/// A TLS listener from LDS whose certificate is an SDS secret on the ADS stream (`sds_config:
+/// {ads: {}}`): a listener warms until its secret arrives (the others serve meanwhile), a new
+/// secret version applies to new handshakes, and a bad one is NACKed while the last good one
+/// keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sds_secrets_on_ads_warm_rotate_and_nack() {
+    let dir = TempDir::new("sds");
+    let ca = dir.path("ca");
+    let issue = |name: &str| {
+        dev_ca(
+            &ca,
+            &[&format!("{name}=spiffe://cluster.local/ns/shop/sa/web")],
+        );
+        let read = |f: &str| std::fs::read_to_string(ca.join(name).join(f)).unwrap();
+        (read("cert-chain.pem"), read("key.pem"))
+    };
+    let secret = |name: &str, (chain, key): &(String, String)| {
+        let indent = |s: &str| s.replace('\n', "\n      ");
+        format!(
+            "\"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret\nname: {name}\ntls_certificate:\n  certificate_chain:\n    inline_string: |\n      {}\n  private_key:\n    inline_string: |\n      {}\n",
+            indent(chain.trim_end()),
+            indent(key.trim_end())
+        )
+    };
+    let listener = |name: &str, port: u16, cert: &str| {
+        format!(
+            r#"
+"@type": type.googleapis.com/envoy.config.listener.v3.Listener
+name: {name}
+address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
+filter_chains:
+- transport_socket:
+    name: envoy.transport_sockets.tls
+    typed_config:
+      "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+      common_tls_context:
+        tls_certificate_sds_secret_configs:
+        - name: {cert}
+          sds_config: {{ads: {{}}, initial_fetch_timeout: 0s, resource_api_version: V3}}
+  filters:
+  - name: envoy.filters.network.http_connection_manager
+    typed_config:
+      "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+      stat_prefix: {name}
+      route_config:
+        virtual_hosts: [{{name: all, domains: ["*"], routes: [{{match: {{prefix: /}}, direct_response: {{status: 200, body: {{inline_string: tls}}}}}}]}}]
+      http_filters:
+      - name: envoy.filters.http.router
+        typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+"#
+        )
+    };
+    let leaf = |addr: SocketAddr| {
+        tokio::task::spawn_blocking(move || {
+            let deadline = Instant::now() + WAIT;
+            loop {
+                if std::net::TcpStream::connect(addr).is_ok() {
+                    return presented_leaf(addr, None);
+                }
+                assert!(Instant::now() < deadline, "{addr} never accepted");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let (port, other_port) = (free_port(), free_port());
+    let (https, other): (SocketAddr, SocketAddr) = (
+        ([127, 0, 0, 1], port).into(),
+        ([127, 0, 0, 1], other_port).into(),
+    );
+    let first = issue("v1");
+    let web = listener("https", port, "web-cert");
+    let server = Server::new();
+    let v1 = server.set_resources(resources(&[web.clone(), secret("web-cert", &first)]));
+    let (xds, _serving) = serve(&server).await;
+    let proxy = Proxy::start(&bootstrap(Ads::Tcp(xds), "DELTA_GRPC", ""));
+    acked(&server, &v1, &[type_url::LISTENER, type_url::SECRET]).await;
+    assert_eq!(leaf(https).await.unwrap().trim(), first.0.trim());
+
+    // A second listener naming a secret the server does not have: it warms, unbound, while
+    // the first one serves.
+    let second_listener = listener("other", other_port, "other-cert");
+    let v2 = server.set_resources(resources(&[
+        web.clone(),
+        secret("web-cert", &first),
+        second_listener.clone(),
+    ]));
+    acked(&server, &v2, &[type_url::LISTENER]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let dumped = admin_json(&proxy, "/config_dump").to_string();
+    assert!(
+        dumped.contains("warming_state"),
+        "the listener warms until its secret comes: {dumped}"
+    );
+    assert!(
+        std::net::TcpStream::connect(other).is_err(),
+        "a warming listener is not bound"
+    );
+    assert_eq!(leaf(https).await.unwrap().trim(), first.0.trim());
+
+    // Its secret arrives: it starts, with it.
+    let third = issue("v3");
+    let v3 = server.set_resources(resources(&[
+        web.clone(),
+        secret("web-cert", &first),
+        second_listener.clone(),
+        secret("other-cert", &third),
+    ]));
+    acked(&server, &v3, &[type_url::SECRET]).await;
+    assert_eq!(leaf(other).await.unwrap().trim(), third.0.trim());
+
+    // A new version of a secret: new handshakes present it.
+    let second = issue("v2");
+    let v4 = server.set_resources(resources(&[
+        web.clone(),
+        secret("web-cert", &second),
+        second_listener.clone(),
+        secret("other-cert", &third),
+    ]));
+    acked(&server, &v4, &[type_url::SECRET]).await;
+    assert_eq!(leaf(https).await.unwrap().trim(), second.0.trim());
+
+    // A key that is not the certificate's: NACKed, and the last good secret keeps serving.
+    let bad = (second.0.clone(), first.1.clone());
+    server.set_resources(resources(&[
+        web,
+        secret("web-cert", &bad),
+        second_listener,
+        secret("other-cert", &third),
+    ]));
+    let status = server
+        .wait_for(
+            |s| {
+                s.iter().any(|st| {
+                    st.open
+                        && st
+                            .type_status(type_url::SECRET)
+                            .is_some_and(|t| t.nacks > 0)
+                })
+            },
+            WAIT,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let nack = status
+        .iter()
+        .find(|s| s.open)
+        .and_then(|s| s.type_status(type_url::SECRET))
+        .and_then(|t| t.last_nack.clone())
+        .unwrap();
+    assert!(
+        nack.contains("web-cert") && nack.contains("does not match"),
+        "{nack}"
+    );
+    assert_eq!(leaf(https).await.unwrap().trim(), second.0.trim());
+    assert_eq!(
+        stat(&proxy, "skiff.secret.web-cert.updates").as_deref(),
+        Some("2")
+    );
+}

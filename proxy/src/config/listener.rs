@@ -430,8 +430,6 @@ impl Listener {
         self.listener_filters.iter().any(|lf| f(&lf.kind))
     }
 
-    /// The route configurations its HTTP chains take from RDS, with each one's initial fetch
-    /// timeout (`None`: wait for ever).
     /// The secrets the listener's TLS chains name.
     pub fn secrets(&self) -> impl Iterator<Item = &super::SecretRef> {
         self.filter_chains
@@ -441,6 +439,8 @@ impl Listener {
             .flat_map(|t| t.common.secrets())
     }
 
+    /// The route configurations its HTTP chains take from RDS, with each one's initial fetch
+    /// timeout (`None`: wait for ever).
     pub fn rds(&self) -> impl Iterator<Item = (&Arc<str>, Option<Duration>)> {
         self.filter_chains
             .iter()

@@ -1037,3 +1037,6 @@ pub fn parse_roots(pem: &[u8]) -> Result<Roots, String> {
     ctx.finish(parsed)
         .map_err(|e| e.to_string().trim().to_string())
 }
+
+#[cfg(test)]
+mod tests;

@@ -78,6 +78,8 @@ pub struct Store {
     admin: Arc<AdminState>,
     /// Secrets served in-process, never asked of the control plane.
     local_secrets: BTreeSet<String>,
+    /// Secrets named with an SDS cluster nobody serves, reported once each.
+    unserved_secrets: Mutex<BTreeSet<String>>,
 }
 
 /// The store behind a lock, shared by the ADS client's task and the warming timer.
@@ -130,6 +132,7 @@ impl Store {
                 .iter()
                 .map(|s| s.name.to_string())
                 .collect(),
+            unserved_secrets: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -325,6 +328,10 @@ impl Store {
         if rejected.is_empty() {
             self.versions
                 .insert(type_url::SECRET, update.version.to_string());
+        }
+        // Listeners and clusters waiting for these secrets may warm now.
+        for r in self.publish() {
+            tracing::error!(listener = %r.name, reason = %r.reason, "xDS: listener dropped");
         }
         rejected
     }
@@ -578,10 +585,37 @@ impl Store {
     /// over: clusters first (they wait for endpoints), then listeners (they wait for routes).
     fn promote(&mut self) {
         let now = Instant::now();
+        // What still waits for its secrets (computed first: the loops below borrow mutably).
+        let waiting = |since: &Instant| {
+            now.duration_since(*since) < config::DEFAULT_INITIAL_FETCH_TIMEOUT
+        };
+        let blocked_clusters: BTreeSet<String> = self
+            .clusters
+            .iter()
+            .filter(|(_, s)| {
+                s.warming.as_ref().is_some_and(|(v, since)| {
+                    waiting(since) && !v.value.secrets().all(|r| self.secret_ready(r))
+                })
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        let blocked_listeners: BTreeSet<String> = self
+            .listeners
+            .iter()
+            .filter(|(_, s)| {
+                s.warming.as_ref().is_some_and(|(v, since)| {
+                    waiting(since) && !v.value.secrets().all(|r| self.secret_ready(r))
+                })
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
         for (name, slot) in &mut self.clusters {
             let Some((v, since)) = &slot.warming else {
                 continue;
             };
+            if blocked_clusters.contains(name) {
+                continue;
+            }
             let ready = match &v.value.discovery {
                 Discovery::Eds {
                     service_name,
@@ -602,6 +636,9 @@ impl Store {
             let Some((v, since)) = &slot.warming else {
                 continue;
             };
+            if blocked_listeners.contains(name) {
+                continue;
+            }
             let ready = v.value.rds().all(|(route, timeout)| {
                 self.routes.contains_key(&**route)
                     || self.absent_routes.contains(&**route)
@@ -610,6 +647,32 @@ impl Store {
             if ready {
                 tracing::debug!(listener = %name, "listener warmed");
                 slot.active = slot.warming.take().map(|(v, _)| v);
+            }
+        }
+    }
+
+    /// Whether a secret a warming resource names is there to use, as Envoy warms listeners and
+    /// clusters until their SDS secrets arrive (for at most the default initial fetch timeout).
+    /// A secret served by nobody (an SDS cluster without an in-process provider) is not waited
+    /// for: handshakes needing it fail and are counted (`ssl.no_certificate`).
+    fn secret_ready(&self, r: &config::SecretRef) -> bool {
+        if crate::tls::secrets::slot(&r.name).loaded().is_some() || self.local_secret(&r.name) {
+            return true;
+        }
+        match &r.source {
+            config::SecretSource::Ads => false,
+            config::SecretSource::Static => true,
+            config::SecretSource::Cluster(cluster) => {
+                let mut warned = self.unserved_secrets.lock().expect("never poisoned");
+                if warned.insert(r.name.to_string()) {
+                    tracing::error!(
+                        secret = %r.name,
+                        %cluster,
+                        "no provider for this secret: Skiff serves SDS secrets in-process \
+                         (--cert-dir or the Istio CA client); TLS needing it fails"
+                    );
+                }
+                true
             }
         }
     }

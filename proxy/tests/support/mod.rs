@@ -714,3 +714,42 @@ pub fn load(
         .collect();
     (samples, tasks)
 }
+
+/// `proxy dev-ca` into `dir`.
+pub fn dev_ca(dir: &Path, args: &[&str]) {
+    let out = Command::new(proxy_bin())
+        .arg("dev-ca")
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "dev-ca: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The leaf certificate `server` presents (to a client holding `client`'s certificate, when
+/// given), as PEM.
+pub fn presented_leaf(server: SocketAddr, client: Option<&Path>) -> String {
+    let mut cmd = Command::new("openssl");
+    cmd.args(["s_client", "-showcerts", "-connect", &server.to_string()]);
+    if let Some(client) = client {
+        cmd.arg("-cert")
+            .arg(client.join("cert-chain.pem"))
+            .arg("-key")
+            .arg(client.join("key.pem"));
+    }
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl is not installed (apt-get install openssl)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let start = text
+        .find("-----BEGIN CERTIFICATE-----")
+        .unwrap_or_else(|| panic!("no certificate from {server}: {text}"));
+    let end = text[start..].find("-----END CERTIFICATE-----").unwrap() + start;
+    text[start..end + "-----END CERTIFICATE-----".len()].to_string()
+}
