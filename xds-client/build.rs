@@ -8,6 +8,8 @@
 //!   it costs several MB of memory each time.
 //! - The messages istiod sends that `envoy-types` lacks (Istio's own extension configs, the xDS
 //!   IP matcher, `TypedStruct`) are written in `proto/` and compiled here with `protox`.
+//! - So is Istio's CA service (`proto/istio/v1/auth/ca.proto`), whose Rust types are written by
+//!   hand in `src/ca/proto.rs` (no code is generated); a test compares the two.
 
 use std::{env, fs, path::PathBuf, process::Command};
 

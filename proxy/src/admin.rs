@@ -55,6 +55,8 @@ pub struct AdminState {
     pub xds_connected: AtomicBool,
     /// The ADS stream, once started: its per-type counters feed `/stats`.
     pub ads: std::sync::OnceLock<xds_client::transport::AdsHandle>,
+    /// The Istio CA client, when certificates come from a CA: its counters feed `/stats`.
+    pub ca: std::sync::OnceLock<xds_client::ca::CaHandle>,
     /// Notified by `POST /quitquitquit`.
     pub quit: Notify,
 }
@@ -104,6 +106,7 @@ impl AdminState {
             live: AtomicBool::new(false),
             xds_connected: AtomicBool::new(false),
             ads: std::sync::OnceLock::new(),
+            ca: std::sync::OnceLock::new(),
             quit: Notify::new(),
         }
     }
@@ -380,6 +383,17 @@ fn stats(state: &AdminState) -> String {
         "skiff.listener.no_filter_chain_match: {}",
         crate::listener::NO_FILTER_CHAIN_MATCH.load(std::sync::atomic::Ordering::Relaxed)
     );
+    if let Some(ca) = state.ca.get() {
+        let status = ca.status();
+        let _ = writeln!(out, "skiff.ca.issued: {}", status.issued);
+        let _ = writeln!(out, "skiff.ca.failures: {}", status.failures);
+        // Envoy reports how long until the first certificate expires; here, in seconds.
+        let left = status
+            .not_after
+            .and_then(|t| t.duration_since(SystemTime::now()).ok())
+            .map_or(0, |d| d.as_secs());
+        let _ = writeln!(out, "skiff.ca.seconds_until_expiry: {left}");
+    }
     for side in [crate::tls::Side::Downstream, crate::tls::Side::Upstream] {
         for (stat, n) in crate::tls::counters(side).snapshot() {
             let _ = writeln!(out, "skiff.tls.{}.ssl.{stat}: {n}", side.name());

@@ -26,6 +26,9 @@ pub struct Settings {
     pub xds: XdsFlags,
     /// Istio's mounted certificates (`--cert-dir`): the secrets `default` and `ROOTCA`.
     pub cert_dir: Option<PathBuf>,
+    /// An Istio CA (`--ca-address` and friends): the secrets `default` and `ROOTCA`, issued and
+    /// renewed.
+    pub ca: Option<crate::tls::ca::CaFlags>,
 }
 
 /// Why the proxy could not start.
@@ -48,6 +51,9 @@ pub enum StartError {
     /// The certificate directory could not be loaded.
     #[error("cannot load certificates: {0}")]
     Certificates(#[from] crate::tls::secrets::SecretError),
+    /// The CA client could not start.
+    #[error(transparent)]
+    Ca(#[from] crate::tls::ca::CaSetupError),
     /// The admin address could not be written out.
     #[error("cannot write the admin address to '{path}': {source}")]
     AdminAddressPath {
@@ -67,11 +73,20 @@ pub async fn run(bootstrap: Bootstrap, settings: Settings) -> Result<(), StartEr
     if let Some(dir) = &settings.cert_dir {
         crate::tls::secrets::CertDir { dir: dir.clone() }.load_and_watch(CERT_DIR_POLL)?;
     }
+    // Renews for the process's life; the handle feeds `/stats`.
+    let ca = match &settings.ca {
+        Some(ca) => Some(crate::tls::ca::start(ca).await?),
+        None => None,
+    };
     let snapshot = Arc::new(Snapshot::new(&bootstrap));
     // Envoy warms clusters before listeners take traffic: resolve STRICT_DNS names first.
     snapshot.clusters.resolve_all().await;
 
     let state = Arc::new(AdminState::new(bootstrap.raw.clone()));
+    if let Some(ca) = ca {
+        // Set once, here: the admin state was created just above.
+        let _ = state.ca.set(ca);
+    }
     if let Some(admin) = &bootstrap.admin {
         let socket =
             TcpListener::bind(admin.address)
@@ -105,7 +120,7 @@ pub async fn run(bootstrap: Bootstrap, settings: Settings) -> Result<(), StartEr
         settings.drain_time,
     );
     let mut store = xds::Store::new(&bootstrap, &snapshot, manager, live, state.clone());
-    if settings.cert_dir.is_some() {
+    if settings.cert_dir.is_some() || settings.ca.is_some() {
         store.serve_locally([
             crate::tls::secrets::WORKLOAD_SECRET.to_string(),
             crate::tls::secrets::ROOT_SECRET.to_string(),

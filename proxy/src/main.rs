@@ -62,6 +62,45 @@ struct Args {
     #[arg(long = "cert-dir", value_name = "DIR")]
     cert_dir: Option<PathBuf>,
 
+    /// Request the workload certificate from an Istio CA at HOST:PORT (pilot-agent's CA_ADDR,
+    /// istiod's 15012) and serve it as the secrets `default` and `ROOTCA`, renewed at half its
+    /// lifetime.
+    #[arg(
+        long = "ca-address",
+        value_name = "HOST:PORT",
+        conflicts_with = "cert_dir"
+    )]
+    ca_address: Option<String>,
+
+    /// The PEM root that signed the CA's serving certificate (re-read for every request).
+    #[arg(long = "ca-root-cert", value_name = "FILE", requires = "ca_address",
+          default_value = skiff_proxy::tls::ca::DEFAULT_ROOT_CERT)]
+    ca_root_cert: PathBuf,
+
+    /// Send `authorization: Bearer <token>` to the CA, reading the token from this file for
+    /// every request (Istio mounts it at /var/run/secrets/tokens/istio-token).
+    #[arg(long = "ca-token-file", value_name = "FILE", requires = "ca_address")]
+    ca_token_file: Option<PathBuf>,
+
+    /// The `ClusterID` metadata sent to the CA (pilot-agent's ISTIO_META_CLUSTER_ID).
+    #[arg(long = "ca-cluster-id", value_name = "ID", requires = "ca_address",
+          default_value = skiff_proxy::tls::ca::DEFAULT_CLUSTER_ID)]
+    ca_cluster_id: String,
+
+    /// The workload's identity (default: spiffe://cluster.local/ns/$POD_NAMESPACE/sa/$SERVICE_ACCOUNT).
+    #[arg(long = "spiffe-id", value_name = "ID", requires = "ca_address")]
+    spiffe_id: Option<String>,
+
+    /// The workload certificate lifetime to request, in seconds (pilot-agent's SECRET_TTL).
+    #[arg(long = "workload-cert-ttl-s", value_name = "SECONDS", requires = "ca_address",
+          default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..))]
+    workload_cert_ttl_s: u64,
+
+    /// The kind of key generated for the workload certificate (`rsa` is refused: ring cannot
+    /// generate RSA keys).
+    #[arg(long = "ca-key-kind", value_enum, requires = "ca_address", default_value_t = CaKeyKind::Ecdsa)]
+    ca_key_kind: CaKeyKind,
+
     /// Accepted for Envoy compatibility: Skiff never hot-restarts, so this is always true.
     #[arg(long = "disable-hot-restart")]
     disable_hot_restart: bool,
@@ -89,6 +128,14 @@ enum Command {
         #[arg(value_name = "NAME=SPIFFE-ID", required = true)]
         workloads: Vec<String>,
     },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum CaKeyKind {
+    /// ECDSA P-256 (pilot-agent's ECC_SIGNATURE_ALGORITHM=ECDSA).
+    Ecdsa,
+    /// RSA 2048 (pilot-agent's default).
+    Rsa,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -184,6 +231,20 @@ fn main() -> ExitCode {
             token_file: args.xds_token_file,
         },
         cert_dir: args.cert_dir,
+        ca: args
+            .ca_address
+            .map(|address| skiff_proxy::tls::ca::CaFlags {
+                address,
+                root_cert: args.ca_root_cert,
+                token_file: args.ca_token_file,
+                cluster_id: args.ca_cluster_id,
+                spiffe_id: args.spiffe_id,
+                lifetime: Duration::from_secs(args.workload_cert_ttl_s),
+                key: match args.ca_key_kind {
+                    CaKeyKind::Ecdsa => skiff_proxy::tls::ca::KeyKind::EcdsaP256,
+                    CaKeyKind::Rsa => skiff_proxy::tls::ca::KeyKind::Rsa2048,
+                },
+            }),
     };
     let _ = args.disable_hot_restart;
     match runtime.block_on(app::run(bootstrap, settings)) {

@@ -5,6 +5,7 @@
 //! certificate and roots through [`secrets::Slot`]s on every handshake, so a rotated secret
 //! applies to new handshakes at once and connections already open keep theirs.
 
+pub mod ca;
 pub mod client;
 pub mod dev_ca;
 pub mod secrets;

@@ -29,6 +29,10 @@
 //! assert_eq!(initial.len(), 2); // CDS and LDS; RDS and EDS wait for names
 //! ```
 
+#[cfg(feature = "ca")]
+pub mod ca;
+#[cfg(feature = "server")]
+pub mod ca_server;
 pub mod delta;
 mod envelope;
 pub mod handler;

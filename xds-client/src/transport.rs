@@ -610,7 +610,7 @@ async fn connect(endpoint: Endpoint, target: Target) -> Result<Channel, StreamEn
 
 /// The delay before reconnect attempt `failures` (0 for the first): exponential, capped, and
 /// drawn between half and all of it so that many proxies restarted together spread out.
-fn backoff_delay(backoff: Backoff, failures: u32) -> Duration {
+pub(crate) fn backoff_delay(backoff: Backoff, failures: u32) -> Duration {
     let ceiling = backoff
         .base
         .saturating_mul(2u32.saturating_pow(failures.min(30)))
@@ -692,7 +692,7 @@ fn endpoint(config: &AdsConfig) -> Result<Endpoint, TransportError> {
     Ok(endpoint)
 }
 
-fn read_token(path: &std::path::Path) -> std::io::Result<AsciiMetadataValue> {
+pub(crate) fn read_token(path: &std::path::Path) -> std::io::Result<AsciiMetadataValue> {
     let token = std::fs::read_to_string(path)?;
     format!("Bearer {}", token.trim())
         .parse()
@@ -700,7 +700,7 @@ fn read_token(path: &std::path::Path) -> std::io::Result<AsciiMetadataValue> {
 }
 
 /// An error and its causes on one line (tonic's transport errors say little at the top).
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -198,7 +198,17 @@ fn reassemble(buf: &[u8]) -> Result<Cow<'_, [u8]>, Hello> {
             }
         }
         if buf.len() < record_end {
-            return Err(Hello::NeedMore(record_end));
+            // Until the handshake header has arrived, ask only for it: the record's claimed
+            // length alone must not decide (a too-large verdict here and a malformed one a few
+            // bytes later would make the verdict depend on how the bytes were split).
+            let need = match message_len {
+                None => {
+                    let before = message.len() - payload.len();
+                    record_end.min(header_end + HANDSHAKE_HEADER_LEN.saturating_sub(before))
+                }
+                Some(_) => record_end,
+            };
+            return Err(Hello::NeedMore(need));
         }
         if let Some(total) = message_len
             && claimed == total

@@ -90,15 +90,8 @@ impl Connector {
         addr: SocketAddr,
         alpn: Option<&[String]>,
     ) -> io::Result<TlsStream<TcpStream>> {
-        let config = match alpn {
-            Some(list) => self.with_alpn(list),
-            None => self.config.clone(),
-        };
-        // rustls sends no SNI for an IP address, which is what Envoy does without `sni`.
-        let name = self
-            .sni
-            .clone()
-            .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()));
+        let config = self.config(alpn);
+        let name = self.server_name(addr);
         let c = counters(Side::Upstream);
         match TlsConnector::from(config).connect(name, tcp).await {
             Ok(s) => {
@@ -113,6 +106,22 @@ impl Connector {
                 Err(e)
             }
         }
+    }
+
+    /// The rustls configuration, offering `alpn` instead of the configured list when given.
+    pub fn config(&self, alpn: Option<&[String]>) -> Arc<ClientConfig> {
+        match alpn {
+            Some(list) => self.with_alpn(list),
+            None => self.config.clone(),
+        }
+    }
+
+    /// The name to connect to `addr` with: the configured SNI, else the address (rustls sends
+    /// no SNI for an IP address, which is what Envoy does without `sni`).
+    pub fn server_name(&self, addr: SocketAddr) -> ServerName<'static> {
+        self.sni
+            .clone()
+            .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()))
     }
 
     fn with_alpn(&self, list: &[String]) -> Arc<ClientConfig> {

@@ -126,6 +126,19 @@ impl Acceptor {
         })
     }
 
+    /// The rustls configuration for a client's hello: the chain's, or the same without ALPN
+    /// when the client offers ALPN but none of the chain's protocols.
+    pub fn config_for(&self, hello: &ClientHello<'_>) -> Arc<ServerConfig> {
+        let overlap = hello
+            .alpn()
+            .map(|mut offered| offered.any(|p| self.alpn.iter().any(|a| a == p)));
+        if overlap == Some(false) {
+            self.without_alpn.clone()
+        } else {
+            self.with_alpn.clone()
+        }
+    }
+
     /// Runs the server handshake on `tcp`. Failures are counted, and logged at most once a
     /// second with the client's address and the reason.
     pub async fn accept(
@@ -142,15 +155,7 @@ impl Acceptor {
             )
             .await
             .map_err(|_| timed_out())??;
-            let hello = start.client_hello();
-            let overlap = hello
-                .alpn()
-                .map(|mut offered| offered.any(|p| self.alpn.iter().any(|a| a == p)));
-            let config = if overlap == Some(false) {
-                self.without_alpn.clone()
-            } else {
-                self.with_alpn.clone()
-            };
+            let config = self.config_for(&start.client_hello());
             tokio::time::timeout_at(deadline, start.into_stream(config))
                 .await
                 .map_err(|_| timed_out())?

@@ -586,9 +586,8 @@ impl Store {
     fn promote(&mut self) {
         let now = Instant::now();
         // What still waits for its secrets (computed first: the loops below borrow mutably).
-        let waiting = |since: &Instant| {
-            now.duration_since(*since) < config::DEFAULT_INITIAL_FETCH_TIMEOUT
-        };
+        let waiting =
+            |since: &Instant| now.duration_since(*since) < config::DEFAULT_INITIAL_FETCH_TIMEOUT;
         let blocked_clusters: BTreeSet<String> = self
             .clusters
             .iter()

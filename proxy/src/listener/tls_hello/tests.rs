@@ -389,12 +389,16 @@ fn every_split_point_of_every_valid_hello_needs_more_until_it_is_complete() {
 }
 
 #[test]
-fn recorded_hello_asks_for_its_header_then_its_record() {
+fn recorded_hello_asks_for_its_headers_then_its_record() {
     let wire = hex(OPENSSL_TLS13_SNI_ALPN);
     for cut in 0..5 {
         assert_eq!(parse(&wire[..cut]), Hello::NeedMore(5), "prefix {cut}");
     }
-    for cut in 5..wire.len() {
+    // The handshake header first: the record's length alone decides nothing.
+    for cut in 5..9 {
+        assert_eq!(parse(&wire[..cut]), Hello::NeedMore(9), "prefix {cut}");
+    }
+    for cut in 9..wire.len() {
         assert_eq!(
             parse(&wire[..cut]),
             Hello::NeedMore(wire.len()),
@@ -1108,5 +1112,25 @@ fn random_bytes_behind_a_handshake_header_never_panic() {
         for cut in [buf.len() / 2, buf.len()] {
             assert_sane(&format!("round {round} cut {cut}"), &buf[..cut]);
         }
+    }
+}
+
+/// Found by the `tls_server_records` fuzz target: a record claiming 16 KiB whose ClientHello is
+/// short, so handshake data would follow it. The verdict must not depend on how many bytes
+/// had arrived: asking for the whole record first made a small `max_client_hello` refuse it as
+/// too large, where a few more bytes gave "malformed".
+#[test]
+fn the_verdict_waits_for_the_handshake_header_not_the_record() {
+    let mut wire = vec![0x16, 0x03, 0x01, 0x40, 0x00, 0x01, 0x00, 0x00, 0x64];
+    wire.resize(5 + 0x4000, 0);
+    for cut in 5..9 {
+        assert_eq!(parse(&wire[..cut]), Hello::NeedMore(9), "prefix {cut}");
+    }
+    for cut in 9..=wire.len() {
+        assert_eq!(
+            parse(&wire[..cut]),
+            Hello::Invalid("handshake data follows the ClientHello in its record"),
+            "prefix {cut}"
+        );
     }
 }
