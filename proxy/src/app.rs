@@ -126,8 +126,27 @@ pub async fn run(bootstrap: Bootstrap, settings: Settings) -> Result<(), StartEr
             crate::tls::secrets::ROOT_SECRET.to_string(),
         ]);
     }
+    if !bootstrap.grpc_services.is_empty() {
+        // pilot-agent's SDS server identifies nobody by node; send the bootstrap's when set.
+        let node = xds::node(bootstrap.xds_node.as_ref()).unwrap_or_else(|_| {
+            envoy_types::pb::envoy::config::core::v3::Node {
+                id: "skiff".to_string(),
+                user_agent_name: "skiff".to_string(),
+                ..Default::default()
+            }
+        });
+        store.set_sds(xds::SdsStreams::new(bootstrap.grpc_services.clone(), node));
+    }
     store.start()?;
     let shared = xds::shared(store);
+    if let Some(sds) = shared
+        .0
+        .lock()
+        .expect("the xDS store lock is never poisoned")
+        .sds_mut()
+    {
+        sds.bind(shared.clone());
+    }
     match &bootstrap.dynamic {
         Some(dynamic) => {
             let node = xds::node(bootstrap.xds_node.as_ref()).map_err(XdsError::from)?;

@@ -43,7 +43,7 @@ pub use self::{
         TcpKeepalive, Transport, TransportMatch, UpstreamProtocolConfig,
     },
     common::{Cidr, DEFAULT_INITIAL_FETCH_TIMEOUT, HostPort, canonical},
-    dynamic::{Ads, AdsProtocol, AdsTarget, AdsTls, Dynamic},
+    dynamic::{Ads, AdsProtocol, AdsTarget, AdsTls, Dynamic, GrpcCluster},
     error::{ConfigError, ConfigErrors, Path},
     extensions::{Extension, Refusal, TypedStruct},
     http::{
@@ -100,6 +100,10 @@ pub struct Bootstrap {
     pub clusters: Vec<Arc<Cluster>>,
     /// `static_resources.secrets`.
     pub secrets: Vec<NamedSecret>,
+    /// Static clusters that carry gRPC services for the proxy itself (SDS servers such as
+    /// pilot-agent's `sds-grpc`): Unix-socket clusters, and clusters static listeners or
+    /// clusters name as an SDS source. They are not data-path clusters.
+    pub grpc_services: HashMap<Arc<str>, GrpcCluster>,
     /// What comes from the control plane, if anything.
     pub dynamic: Option<Dynamic>,
     /// The node as configured, for the control plane (metadata included).
@@ -303,6 +307,7 @@ impl Bootstrap {
         let mut listeners = Vec::new();
         let mut clusters = Vec::new();
         let mut static_secrets = Vec::new();
+        let mut grpc_services = HashMap::new();
         if let Some(StaticResources {
             listeners: xds_listeners,
             clusters: xds_clusters,
@@ -330,9 +335,37 @@ impl Bootstrap {
                     listeners.push((i, Arc::new(l)));
                 }
             }
+            // Clusters the static configuration names as SDS servers.
+            let sds_clusters: std::collections::HashSet<Arc<str>> = listeners
+                .iter()
+                .flat_map(|(_, l): &(usize, Arc<Listener>)| {
+                    l.secrets()
+                        .filter_map(|s| match &s.source {
+                            SecretSource::Cluster(c) => Some(c.clone()),
+                            _ => None,
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .collect();
             let cp = sr.field("clusters");
             for (i, c) in xds_clusters.iter().enumerate() {
                 if ads_cluster.as_deref() == Some(c.name.as_str()) {
+                    continue;
+                }
+                if sds_clusters.contains(c.name.as_str()) || dynamic::has_pipe_endpoint(c) {
+                    let reference = cp.index(i);
+                    if let Some((target, tls, connect_timeout)) =
+                        dynamic::control_plane_cluster(&mut ctx, &reference, c)
+                    {
+                        grpc_services.insert(
+                            c.name.as_str().into(),
+                            GrpcCluster {
+                                target,
+                                tls,
+                                connect_timeout,
+                            },
+                        );
+                    }
                     continue;
                 }
                 if let Some(c) = Cluster::convert(&mut ctx, &cp.index(i), c) {
@@ -349,6 +382,7 @@ impl Bootstrap {
             listeners: listeners.into_iter().map(|(_, l)| l).collect(),
             clusters: clusters.into_iter().map(|(_, c)| c).collect(),
             secrets: static_secrets,
+            grpc_services,
             dynamic,
             xds_node: b.node.clone(),
             warnings,

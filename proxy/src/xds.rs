@@ -2,6 +2,7 @@
 //! describe, feeding the [`Store`] that builds and swaps snapshots.
 
 mod node;
+mod sds;
 mod store;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
@@ -15,6 +16,7 @@ use xds_client::{
 
 pub use self::{
     node::{NodeError, node_from_env},
+    sds::SdsStreams,
     store::{Shared, Store, warming_timer},
 };
 use crate::config::{AdsProtocol, AdsTarget, Dynamic};

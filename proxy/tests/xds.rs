@@ -827,3 +827,127 @@ filter_chains:
         Some("2")
     );
 }
+
+/// Istio's shape without ADS for secrets: the TLS context names `default` and `ROOTCA` on the
+/// static cluster `sds-grpc`, a Unix socket (pilot-agent's). Skiff opens SDS's `StreamSecrets`
+/// there, asks for exactly those names, serves with what arrives, and follows a rotation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_from_an_sds_server_on_a_unix_socket() {
+    let dir = TempDir::new("sds-uds");
+    let ca = dir.path("ca");
+    let issue = |name: &str| {
+        dev_ca(
+            &ca,
+            &[&format!("{name}=spiffe://cluster.local/ns/shop/sa/web")],
+        );
+        let read = |f: &str| std::fs::read_to_string(ca.join(name).join(f)).unwrap();
+        (read("cert-chain.pem"), read("key.pem"))
+    };
+    let indent = |s: &str| s.trim_end().replace('\n', "\n      ");
+    let secrets = |(chain, key): &(String, String)| {
+        let root = std::fs::read_to_string(ca.join("root-cert.pem")).unwrap();
+        vec![
+            format!(
+                "\"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret\nname: default\ntls_certificate:\n  certificate_chain:\n    inline_string: |\n      {}\n  private_key:\n    inline_string: |\n      {}\n",
+                indent(chain),
+                indent(key)
+            ),
+            format!(
+                "\"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret\nname: ROOTCA\nvalidation_context:\n  trusted_ca:\n    inline_string: |\n      {}\n",
+                indent(&root)
+            ),
+        ]
+    };
+    let first = issue("v1");
+    let server = Server::new();
+    let v1 = server.set_resources(resources(&secrets(&first)));
+    let socket = dir.path("sds.sock");
+    let _serving = server.serve_unix(tokio::net::UnixListener::bind(&socket).unwrap());
+
+    let sds = |name: &str| {
+        format!(
+            "{{name: {name}, sds_config: {{api_config_source: {{api_type: GRPC, grpc_services: [{{envoy_grpc: {{cluster_name: sds-grpc}}}}], set_node_on_first_message_only: true, transport_api_version: V3}}, initial_fetch_timeout: 0s, resource_api_version: V3}}}}"
+        )
+    };
+    let port = free_port();
+    let proxy = Proxy::start(&format!(
+        r#"
+node: {{id: "sidecar~127.0.0.1~web-0.shop~shop.svc.cluster.local", cluster: web.shop}}
+static_resources:
+  listeners:
+  - name: inbound
+    address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
+    filter_chains:
+    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            tls_certificate_sds_secret_configs: [{default}]
+            combined_validation_context:
+              default_validation_context: {{match_subject_alt_names: [{{prefix: "spiffe://cluster.local/"}}]}}
+              validation_context_sds_secret_config: {rootca}
+      filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: inbound
+          route_config:
+            virtual_hosts: [{{name: all, domains: ["*"], routes: [{{match: {{prefix: /}}, direct_response: {{status: 200}}}}]}}]
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+  clusters:
+  - name: sds-grpc
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{http2_protocol_options: {{}}}}
+    load_assignment:
+      cluster_name: sds-grpc
+      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{pipe: {{path: "{socket}"}}}}}}}}]}}]
+"#,
+        default = sds("default"),
+        rootca = sds("ROOTCA"),
+        socket = socket.display(),
+    ));
+    let status = acked(&server, &v1, &[type_url::SECRET]).await;
+    let stream = status.iter().find(|s| s.open).unwrap();
+    assert_eq!(stream.protocol, xds_client::server::Protocol::StreamSecrets);
+    assert_eq!(
+        stream.node_id.as_deref(),
+        Some("sidecar~127.0.0.1~web-0.shop~shop.svc.cluster.local")
+    );
+    let asked = &stream.types[type_url::SECRET];
+    assert!(!asked.wildcard, "secrets are asked for by name");
+    let https: SocketAddr = ([127, 0, 0, 1], port).into();
+    let leaf = |want: String| {
+        tokio::task::spawn_blocking(move || {
+            let deadline = Instant::now() + WAIT;
+            loop {
+                let got = presented_leaf(https, None);
+                if got.trim() == want.trim() {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "never presented:\n{want}\nbut:\n{got}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    leaf(first.0.clone()).await.unwrap();
+
+    // pilot-agent rotates: the new certificate serves new handshakes.
+    let second = issue("v2");
+    let v2 = server.set_resources(resources(&secrets(&second)));
+    acked(&server, &v2, &[type_url::SECRET]).await;
+    leaf(second.0.clone()).await.unwrap();
+    assert_eq!(
+        stat(&proxy, "skiff.secret.default.updates").as_deref(),
+        Some("2")
+    );
+}

@@ -36,9 +36,12 @@ use std::{
 
 use envoy_types::pb::envoy::{
     config::core::v3::Node,
-    service::discovery::v3::{
-        DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-        aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
+    service::{
+        discovery::v3::{
+            DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+            aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
+        },
+        secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient,
     },
 };
 use hyper_util::rt::TokioIo;
@@ -79,13 +82,16 @@ pub struct TlsConfig {
     pub server_name: Option<String>,
 }
 
-/// Which of the two ADS variants to speak.
+/// Which xDS stream to open.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
     /// State of the world: `StreamAggregatedResources`.
     Sotw,
     /// Incremental: `DeltaAggregatedResources` (Istio's default).
     Delta,
+    /// Secrets only, state of the world: SDS's `StreamSecrets`, as pilot-agent serves it on
+    /// its Unix socket (Envoy's `sds_config` with a GRPC `api_config_source`).
+    Secrets,
 }
 
 /// Reconnect delays: `base`, doubling per failed attempt up to `max`, each drawn at random
@@ -213,6 +219,7 @@ pub fn spawn<S: Subscriber>(
     let task = match task.config.protocol {
         Protocol::Sotw => runtime.spawn(task.run(SotwClient::new(node, watches))),
         Protocol::Delta => runtime.spawn(task.run(DeltaClient::new(node, watches))),
+        Protocol::Secrets => runtime.spawn(task.run(SecretsClient(SotwClient::new(node, watches)))),
     };
     Ok(AdsHandle { status, task })
 }
@@ -267,10 +274,21 @@ trait Variant: Send + 'static {
     fn request_type(request: &Self::Request) -> &str;
     fn response_type(response: &Self::Response) -> &str;
     fn open(
-        grpc: &mut AggregatedDiscoveryServiceClient<Channel>,
+        channel: Channel,
         request: tonic::Request<ReceiverStream<Self::Request>>,
     ) -> impl Future<Output = Result<Streaming<Self::Response>, Status>> + Send;
 }
+
+/// The ADS client for a channel, with the message size limits of a mesh's configuration.
+fn ads_client(channel: Channel) -> AggregatedDiscoveryServiceClient<Channel> {
+    AggregatedDiscoveryServiceClient::new(channel)
+        .max_decoding_message_size(MAX_RESPONSE_BYTES)
+        .max_encoding_message_size(MAX_RESPONSE_BYTES)
+}
+
+/// The state of the world protocol on SDS's own service (`StreamSecrets`).
+#[derive(Debug)]
+struct SecretsClient(SotwClient);
 
 impl Variant for SotwClient {
     type Request = DiscoveryRequest;
@@ -310,13 +328,60 @@ impl Variant for SotwClient {
         &response.type_url
     }
     async fn open(
-        grpc: &mut AggregatedDiscoveryServiceClient<Channel>,
+        channel: Channel,
         request: tonic::Request<ReceiverStream<DiscoveryRequest>>,
     ) -> Result<Streaming<DiscoveryResponse>, Status> {
-        Ok(grpc
+        Ok(ads_client(channel)
             .stream_aggregated_resources(request)
             .await?
             .into_inner())
+    }
+}
+
+impl Variant for SecretsClient {
+    type Request = DiscoveryRequest;
+    type Response = DiscoveryResponse;
+
+    fn start_stream(&mut self) -> Vec<DiscoveryRequest> {
+        self.0.start_stream()
+    }
+    fn on_disconnect(&mut self) {
+        self.0.on_disconnect();
+    }
+    fn handle<H: Handler>(
+        &mut self,
+        response: &DiscoveryResponse,
+        handler: &mut H,
+    ) -> Result<DiscoveryRequest, UnexpectedResponse> {
+        self.0.handle_response(response, handler)
+    }
+    fn set_names(
+        &mut self,
+        type_url: &str,
+        names: BTreeSet<String>,
+    ) -> Result<Option<DiscoveryRequest>, InvalidWatch> {
+        <SotwClient as Variant>::set_names(&mut self.0, type_url, names)
+    }
+    fn is_named(&self, type_url: &str) -> bool {
+        <SotwClient as Variant>::is_named(&self.0, type_url)
+    }
+    fn metrics(&self) -> &Metrics {
+        <SotwClient as Variant>::metrics(&self.0)
+    }
+    fn request_type(request: &DiscoveryRequest) -> &str {
+        &request.type_url
+    }
+    fn response_type(response: &DiscoveryResponse) -> &str {
+        &response.type_url
+    }
+    async fn open(
+        channel: Channel,
+        request: tonic::Request<ReceiverStream<DiscoveryRequest>>,
+    ) -> Result<Streaming<DiscoveryResponse>, Status> {
+        let mut client = SecretDiscoveryServiceClient::new(channel)
+            .max_decoding_message_size(MAX_RESPONSE_BYTES)
+            .max_encoding_message_size(MAX_RESPONSE_BYTES);
+        Ok(client.stream_secrets(request).await?.into_inner())
     }
 }
 
@@ -358,10 +423,13 @@ impl Variant for DeltaClient {
         &response.type_url
     }
     async fn open(
-        grpc: &mut AggregatedDiscoveryServiceClient<Channel>,
+        channel: Channel,
         request: tonic::Request<ReceiverStream<DeltaDiscoveryRequest>>,
     ) -> Result<Streaming<DeltaDiscoveryResponse>, Status> {
-        Ok(grpc.delta_aggregated_resources(request).await?.into_inner())
+        Ok(ads_client(channel)
+            .delta_aggregated_resources(request)
+            .await?
+            .into_inner())
     }
 }
 
@@ -443,9 +511,6 @@ impl<S: Subscriber> Task<S> {
                 }
             }
         }
-        let mut grpc = AggregatedDiscoveryServiceClient::new(channel)
-            .max_decoding_message_size(MAX_RESPONSE_BYTES)
-            .max_encoding_message_size(MAX_RESPONSE_BYTES);
 
         // Subscriptions follow what the subscriber holds, which may have changed while down.
         for type_url in self.order.clone() {
@@ -474,7 +539,7 @@ impl<S: Subscriber> Task<S> {
         if let Err(end) = self.release::<V>(&mut held, &progress, &tx).await {
             return end;
         }
-        let mut responses = match V::open(&mut grpc, request).await {
+        let mut responses = match V::open(channel, request).await {
             Ok(responses) => responses,
             Err(status) => return StreamEnd::Status(status),
         };

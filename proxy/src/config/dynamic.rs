@@ -75,6 +75,34 @@ pub enum AdsTarget {
     Unix(PathBuf),
 }
 
+/// A static cluster that carries a gRPC service Skiff calls itself (an SDS server such as
+/// pilot-agent's `sds-grpc`), rather than data-path traffic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrpcCluster {
+    /// Where it is.
+    pub target: AdsTarget,
+    /// TLS to it, if any.
+    pub tls: Option<AdsTls>,
+    /// How long connecting may take.
+    pub connect_timeout: Duration,
+}
+
+/// Whether a cluster's endpoints are Unix sockets (`pipe`): such a cluster can only carry a
+/// gRPC service for the proxy itself (Istio's `sds-grpc`, `xds-grpc`).
+pub(crate) fn has_pipe_endpoint(c: &XdsCluster) -> bool {
+    c.load_assignment
+        .iter()
+        .flat_map(|la| &la.endpoints)
+        .flat_map(|l| &l.lb_endpoints)
+        .any(|e| {
+            matches!(
+                &e.host_identifier,
+                Some(HostIdentifier::Endpoint(ep))
+                    if matches!(ep.address.as_ref().and_then(|a| a.address.as_ref()), Some(XdsAddressKind::Pipe(_)))
+            )
+        })
+}
+
 /// TLS to the control plane (an `UpstreamTlsContext` on the control-plane cluster).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AdsTls {
@@ -272,7 +300,7 @@ impl Ads {
 /// Reads the control-plane cluster: one endpoint, its connect timeout, and TLS. Connection
 /// tuning for it (keepalive, circuit breakers, HTTP/2 options) is Envoy's and has no effect on
 /// Skiff's gRPC client; each such field is reported as a warning, not silently dropped.
-fn control_plane_cluster(
+pub(crate) fn control_plane_cluster(
     ctx: &mut Ctx,
     reference: &Path,
     c: &XdsCluster,
@@ -338,7 +366,7 @@ fn control_plane_cluster(
         if set {
             ctx.warn(
                 &path.field(field),
-                "has no effect on the control-plane connection in Skiff",
+                "has no effect on a gRPC service connection (ADS, SDS) in Skiff",
             );
         }
     }

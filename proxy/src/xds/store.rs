@@ -80,6 +80,8 @@ pub struct Store {
     local_secrets: BTreeSet<String>,
     /// Secrets named with an SDS cluster nobody serves, reported once each.
     unserved_secrets: Mutex<BTreeSet<String>>,
+    /// Streams to SDS servers of their own (Istio's `sds-grpc`), started as secrets name them.
+    sds: Option<super::sds::SdsStreams>,
 }
 
 /// The store behind a lock, shared by the ADS client's task and the warming timer.
@@ -133,6 +135,49 @@ impl Store {
                 .map(|s| s.name.to_string())
                 .collect(),
             unserved_secrets: Mutex::new(BTreeSet::new()),
+            sds: None,
+        }
+    }
+
+    /// Where secrets named on an SDS cluster come from (when not served in-process).
+    pub fn set_sds(&mut self, sds: super::sds::SdsStreams) {
+        self.sds = Some(sds);
+    }
+
+    /// The SDS streams, to bind them to the shared store.
+    pub fn sds_mut(&mut self) -> Option<&mut super::sds::SdsStreams> {
+        self.sds.as_mut()
+    }
+
+    /// The names of the secrets the configuration takes from the SDS server behind `cluster`.
+    pub fn secrets_from(&self, cluster: &str) -> BTreeSet<String> {
+        self.all_listeners()
+            .flat_map(|l| l.secrets())
+            .chain(self.all_clusters().flat_map(|c| c.secrets()))
+            .filter(|s| {
+                matches!(&s.source, config::SecretSource::Cluster(c) if **c == *cluster)
+                    && !self.local_secret(&s.name)
+            })
+            .map(|s| s.name.to_string())
+            .collect()
+    }
+
+    /// Starts the SDS streams the configuration's secrets need.
+    fn ensure_sds(&mut self) {
+        let clusters: BTreeSet<Arc<str>> = self
+            .all_listeners()
+            .flat_map(|l| l.secrets())
+            .chain(self.all_clusters().flat_map(|c| c.secrets()))
+            .filter(|s| !self.local_secret(&s.name))
+            .filter_map(|s| match &s.source {
+                config::SecretSource::Cluster(c) => Some(c.clone()),
+                _ => None,
+            })
+            .collect();
+        if let Some(sds) = &mut self.sds {
+            for c in clusters {
+                sds.ensure(&c);
+            }
         }
     }
 
@@ -298,7 +343,7 @@ impl Store {
 
     /// SDS: each secret is converted alone and swapped into its slot; new handshakes use it at
     /// once. A removed secret empties its slot (handshakes needing it fail until it returns).
-    fn apply_secrets(&mut self, update: &Update<'_>) -> Vec<Rejected> {
+    pub(crate) fn apply_secrets(&mut self, update: &Update<'_>) -> Vec<Rejected> {
         let mut rejected = Vec::new();
         for name in &update.removed {
             if !self.local_secret(name) {
@@ -439,6 +484,7 @@ impl Store {
     /// Publishes the static resources (and whatever dynamic ones are active): the first
     /// snapshot of a starting proxy. A listener that cannot be bound is fatal here.
     pub fn start(&mut self) -> Result<(), BindError> {
+        self.ensure_sds();
         let clusters = self.build_clusters();
         let (listeners, built) = self.build_listeners();
         let (prepared, mut errors) = self.manager.prepare(&listeners);
@@ -584,6 +630,7 @@ impl Store {
     /// Moves warming resources to active once what they wait for is there, or their wait is
     /// over: clusters first (they wait for endpoints), then listeners (they wait for routes).
     fn promote(&mut self) {
+        self.ensure_sds();
         let now = Instant::now();
         // What still waits for its secrets (computed first: the loops below borrow mutably).
         let waiting =
@@ -661,14 +708,20 @@ impl Store {
         match &r.source {
             config::SecretSource::Ads => false,
             config::SecretSource::Static => true,
+            config::SecretSource::Cluster(cluster)
+                if self.sds.as_ref().is_some_and(|s| s.started(cluster)) =>
+            {
+                false
+            }
             config::SecretSource::Cluster(cluster) => {
                 let mut warned = self.unserved_secrets.lock().expect("never poisoned");
                 if warned.insert(r.name.to_string()) {
                     tracing::error!(
                         secret = %r.name,
                         %cluster,
-                        "no provider for this secret: Skiff serves SDS secrets in-process \
-                         (--cert-dir or the Istio CA client); TLS needing it fails"
+                        "no provider for this secret: no gRPC cluster of that name in the \
+                         bootstrap, and no in-process provider (--cert-dir, --ca-address); TLS \
+                         needing it fails"
                     );
                 }
                 true

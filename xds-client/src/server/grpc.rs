@@ -3,10 +3,15 @@
 
 use std::{pin::Pin, sync::Arc, time::Duration};
 
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-    aggregated_discovery_service_server::{
-        AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+use envoy_types::pb::envoy::service::{
+    discovery::v3::{
+        DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+        aggregated_discovery_service_server::{
+            AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+        },
+    },
+    secret::v3::secret_discovery_service_server::{
+        SecretDiscoveryService, SecretDiscoveryServiceServer,
     },
 };
 use tokio::{
@@ -68,7 +73,7 @@ pub enum ServeError {
 }
 
 /// The ADS service of one serving listener.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Ads {
     server: Server,
     /// Becomes `true` when the listener's [`ServerHandle`] shuts it down.
@@ -128,12 +133,17 @@ impl Server {
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Connected + Unpin + Send + 'static,
     {
         let (shutdown, signal) = watch::channel(false);
-        let service = AggregatedDiscoveryServiceServer::new(Ads {
+        let ads = Ads {
             server: self.clone(),
             shutdown: signal.clone(),
-        });
+        };
+        // ADS, and SDS's own service (pilot-agent's) from the same resources.
+        let services = XdsServices {
+            ads: AggregatedDiscoveryServiceServer::new(ads.clone()),
+            sds: SecretDiscoveryServiceServer::new(ads),
+        };
         let task = tokio::spawn(builder.serve_with_incoming_shutdown(
-            service,
+            services,
             incoming,
             shutdown_requested(signal),
         ));
@@ -175,6 +185,37 @@ impl ServerHandle {
     }
 }
 
+/// ADS and SDS on one listener, told apart by the gRPC path (without tonic's router).
+#[derive(Clone, Debug)]
+struct XdsServices {
+    ads: AggregatedDiscoveryServiceServer<Ads>,
+    sds: SecretDiscoveryServiceServer<Ads>,
+}
+
+const SDS_PATH: &str = "/envoy.service.secret.v3.SecretDiscoveryService/";
+
+impl tonic::codegen::Service<tonic::codegen::http::Request<tonic::body::Body>> for XdsServices {
+    type Response = tonic::codegen::http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        // Both generated services are always ready.
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: tonic::codegen::http::Request<tonic::body::Body>) -> Self::Future {
+        if req.uri().path().starts_with(SDS_PATH) {
+            Box::pin(self.sds.call(req))
+        } else {
+            Box::pin(self.ads.call(req))
+        }
+    }
+}
+
 // === impl Ads ===
 
 #[tonic::async_trait]
@@ -194,6 +235,35 @@ impl AggregatedDiscoveryService for Ads {
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
         Ok(self.open(Protocol::Delta, DeltaStream::new(), request))
+    }
+}
+
+#[tonic::async_trait]
+impl SecretDiscoveryService for Ads {
+    type StreamSecretsStream = ResponseStream<DiscoveryResponse>;
+    type DeltaSecretsStream = ResponseStream<DeltaDiscoveryResponse>;
+
+    async fn stream_secrets(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamSecretsStream>, Status> {
+        Ok(self.open(Protocol::StreamSecrets, SotwStream::new(), request))
+    }
+
+    async fn delta_secrets(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaSecretsStream>, Status> {
+        Ok(self.open(Protocol::DeltaSecrets, DeltaStream::new(), request))
+    }
+
+    async fn fetch_secrets(
+        &self,
+        _request: Request<DiscoveryRequest>,
+    ) -> Result<Response<DiscoveryResponse>, Status> {
+        Err(Status::unimplemented(
+            "the test server streams secrets; FetchSecrets (REST-style) is not served",
+        ))
     }
 }
 

@@ -11,13 +11,17 @@ use tokio::sync::watch;
 /// while a long-running server does not grow without bound.
 const CLOSED_STREAMS_KEPT: usize = 64;
 
-/// The ADS variant a stream speaks.
+/// The xDS stream a client opened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
     /// `StreamAggregatedResources`.
     Sotw,
     /// `DeltaAggregatedResources`.
     Delta,
+    /// SDS's `StreamSecrets` (state of the world, secrets only).
+    StreamSecrets,
+    /// SDS's `DeltaSecrets`.
+    DeltaSecrets,
 }
 
 /// One stream, as the server saw it.
