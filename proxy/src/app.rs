@@ -69,6 +69,20 @@ pub async fn run(bootstrap: Bootstrap, settings: Settings) -> Result<(), StartEr
     // Secrets first: listeners and clusters read them on every handshake.
     for s in &bootstrap.secrets {
         crate::tls::secrets::slot(&s.name).set(&s.data)?;
+        if let Some(files) = s.files.clone() {
+            // Read from files: reloaded when they change, as --cert-dir is.
+            let name = s.name.clone();
+            crate::tls::secrets::watch_files(files.paths(), CERT_DIR_POLL, move || {
+                let data =
+                    files
+                        .read()
+                        .map_err(|problem| crate::tls::secrets::SecretError::File {
+                            path: files.paths()[0].clone(),
+                            problem,
+                        })?;
+                crate::tls::secrets::slot(&name).set(&data)
+            });
+        }
     }
     if let Some(dir) = &settings.cert_dir {
         crate::tls::secrets::CertDir { dir: dir.clone() }.load_and_watch(CERT_DIR_POLL)?;

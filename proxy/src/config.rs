@@ -68,8 +68,8 @@ pub use self::{
     tcp_proxy::{ClusterTarget, TcpProxy},
     tls::{
         CertKey, CertificateSource, DownstreamTls, NamedSecret, Roots, RootsSource, SanKind,
-        SanMatcher, SecretData, SecretRef, SecretSource, TlsCommon, TlsVersion, UpstreamTls,
-        Validation, parse_cert_key, parse_roots,
+        SanMatcher, SecretData, SecretFiles, SecretRef, SecretSource, TlsCommon, TlsVersion,
+        UpstreamTls, Validation, parse_cert_key, parse_roots,
     },
 };
 

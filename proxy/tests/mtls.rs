@@ -519,3 +519,66 @@ async fn rotation_under_load_loses_no_request() {
     let on_disk = std::fs::read_to_string(ca.join("b").join("cert-chain.pem")).unwrap();
     assert_eq!(after.trim(), on_disk.trim());
 }
+
+/// Static secrets read from files (`static_resources.secrets` with `filename`) are watched as
+/// `--cert-dir` is: a certificate rewritten on disk is what the next handshake gets.
+#[test]
+fn certificate_files_named_in_the_bootstrap_are_reloaded() {
+    let dir = TempDir::new("files");
+    let ca = dir.path("ca");
+    dev_ca(&ca, &[&format!("web={SERVER_ID}")]);
+    let web = ca.join("web");
+    let f = |n: &str| web.join(n).display().to_string();
+    let proxy = support::Proxy::start(&format!(
+        r#"
+static_resources:
+  listeners:
+  - name: https
+    address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
+    filter_chains:
+    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context: {{tls_certificate_sds_secret_configs: [{{name: default}}]}}
+      filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": {HCM}
+          stat_prefix: https
+          route_config:
+            virtual_hosts: [{{name: all, domains: ["*"], routes: [{{match: {{prefix: /}}, direct_response: {{status: 200}}}}]}}]
+          http_filters: [{ROUTER}]
+  secrets:
+  - name: default
+    tls_certificate: {{certificate_chain: {{filename: "{chain}"}}, private_key: {{filename: "{key}"}}}}
+"#,
+        chain = f("cert-chain.pem"),
+        key = f("key.pem"),
+    ));
+    let https = proxy.listener("https");
+    let first = presented_leaf(https, None);
+    assert_eq!(
+        first.trim(),
+        std::fs::read_to_string(web.join("cert-chain.pem"))
+            .unwrap()
+            .trim()
+    );
+    // A new key and certificate over the old files.
+    dev_ca(&ca, &[&format!("web={SERVER_ID}")]);
+    let renewed = std::fs::read_to_string(web.join("cert-chain.pem")).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = presented_leaf(https, None);
+        if now.trim() == renewed.trim() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still the old certificate:\n{}",
+            proxy.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(proxy.logs("certificate files reloaded"), "{}", proxy.log());
+}

@@ -4,7 +4,7 @@
 //! Certificates and keys are parsed here (PEM to DER), so a bad one is an error at load time;
 //! the run-time `tls` module turns the DER into rustls objects.
 
-use std::{fmt, sync::Arc};
+use std::{fmt, path::PathBuf, sync::Arc};
 
 use envoy_types::pb::envoy::{
     config::core::v3::{ConfigSource, DataSource, config_source::ConfigSourceSpecifier},
@@ -173,6 +173,26 @@ pub struct NamedSecret {
     pub name: Arc<str>,
     /// Its content.
     pub data: SecretData,
+    /// The files it was read from, when every part of it is a file: they are watched and the
+    /// secret reloaded when they change.
+    pub files: Option<SecretFiles>,
+}
+
+/// The files a static secret is read from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretFiles {
+    /// `tls_certificate` with a file chain and a file key.
+    Certificate {
+        /// The PEM chain.
+        chain: PathBuf,
+        /// The PEM key.
+        key: PathBuf,
+    },
+    /// `validation_context` with a file `trusted_ca`.
+    Roots {
+        /// The PEM roots.
+        ca: PathBuf,
+    },
 }
 
 // === impl CertKey ===
@@ -1015,10 +1035,56 @@ pub(crate) fn static_secrets(
             out.push(NamedSecret {
                 name: s.name.as_str().into(),
                 data,
+                files: secret_files(s),
             });
         }
     }
     out
+}
+
+/// The files a secret is read from, when all its parts are files.
+fn secret_files(s: &XdsSecret) -> Option<SecretFiles> {
+    use envoy_types::pb::envoy::config::core::v3::data_source::Specifier;
+    let file = |d: &Option<DataSource>| match d.as_ref()?.specifier.as_ref()? {
+        Specifier::Filename(f) => Some(PathBuf::from(f)),
+        _ => None,
+    };
+    match s.r#type.as_ref()? {
+        secret::Type::TlsCertificate(t) => Some(SecretFiles::Certificate {
+            chain: file(&t.certificate_chain)?,
+            key: file(&t.private_key)?,
+        }),
+        secret::Type::ValidationContext(v) => Some(SecretFiles::Roots {
+            ca: file(&v.trusted_ca)?,
+        }),
+        _ => None,
+    }
+}
+
+// === impl SecretFiles ===
+
+impl SecretFiles {
+    /// The files, to watch.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        match self {
+            SecretFiles::Certificate { chain, key } => vec![chain.clone(), key.clone()],
+            SecretFiles::Roots { ca } => vec![ca.clone()],
+        }
+    }
+
+    /// Reads and parses the files again.
+    pub fn read(&self) -> Result<SecretData, String> {
+        let read = |p: &PathBuf| {
+            std::fs::read(p).map_err(|e| format!("cannot read '{}': {e}", p.display()))
+        };
+        match self {
+            SecretFiles::Certificate { chain, key } => parse_cert_key(&read(chain)?, &read(key)?)
+                .map(|c| SecretData::Certificate(Arc::new(c))),
+            SecretFiles::Roots { ca } => {
+                parse_roots(&read(ca)?).map(|r| SecretData::Roots(Arc::new(r)))
+            }
+        }
+    }
 }
 
 /// Parses a PEM certificate chain and key outside a configuration (certificate files, CA

@@ -280,41 +280,53 @@ impl CertDir {
         let files = self.read()?;
         install(&files)?;
         tracing::info!(dir = %self.dir.display(), "certificates loaded");
-        let mut installed = self.stamp();
-        let mut warned = None;
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                let now = self.stamp();
-                if now == installed {
-                    continue;
-                }
-                // Files are often replaced one by one: a failed read is tried again at the next
-                // poll, and reported once per state of the files.
-                match self.read().and_then(|f| install(&f)) {
-                    Ok(()) => {
-                        installed = now;
-                        tracing::info!(dir = %self.dir.display(), "certificates reloaded");
-                    }
-                    Err(e) if warned.as_ref() != Some(&now) => {
-                        warned = Some(now);
-                        tracing::warn!(error = %e, "certificates not reloaded; keeping the previous ones");
-                    }
-                    Err(_) => {}
-                }
-            }
+        let paths = [Self::CHAIN, Self::KEY, Self::ROOT].map(|f| self.dir.join(f));
+        watch_files(paths.to_vec(), every, move || {
+            self.read().and_then(|f| install(&f))
         });
         Ok(())
     }
+}
 
-    /// The modification times and sizes of the three files.
-    fn stamp(&self) -> [Option<(SystemTime, u64)>; 3] {
-        let one = |name: &str| {
-            let m = std::fs::metadata(self.dir.join(name)).ok()?;
-            Some((m.modified().ok()?, m.len()))
-        };
-        [one(Self::CHAIN), one(Self::KEY), one(Self::ROOT)]
-    }
+/// Calls `reload` whenever one of `paths` changes (modification time or size, polled every
+/// `every`). Files are often replaced one by one: a failed reload is tried again at the next
+/// poll, and reported once per state of the files; the previous secrets stay in force.
+pub fn watch_files(
+    paths: Vec<PathBuf>,
+    every: Duration,
+    mut reload: impl FnMut() -> Result<(), SecretError> + Send + 'static,
+) {
+    let stamp = move || -> Vec<Option<(SystemTime, u64)>> {
+        paths
+            .iter()
+            .map(|p| {
+                let m = std::fs::metadata(p).ok()?;
+                Some((m.modified().ok()?, m.len()))
+            })
+            .collect()
+    };
+    let mut installed = stamp();
+    let mut warned = None;
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let now = stamp();
+            if now == installed {
+                continue;
+            }
+            match reload() {
+                Ok(()) => {
+                    installed = now;
+                    tracing::info!("certificate files reloaded");
+                }
+                Err(e) if warned.as_ref() != Some(&now) => {
+                    warned = Some(now);
+                    tracing::warn!(error = %e, "certificate files not reloaded; keeping the previous secrets");
+                }
+                Err(_) => {}
+            }
+        }
+    });
 }
 
 fn install(files: &CertFiles) -> Result<(), SecretError> {
