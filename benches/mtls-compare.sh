@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # mTLS comparison, Skiff against Envoy 1.40 on the same certificates (from `proxy dev-ca`) and
 # the same Istio-shaped TLS settings:
-#   1. handshakes: `openssl s_time` opens new TLS connections (full handshakes with a client
-#      certificate, then resumed ones) against one server-side sidecar; the sidecar's CPU time
-#      per handshake comes from /proc, so the figure is per core;
+#   1. handshakes: `openssl s_time` opens new TLS connections against one server-side sidecar
+#      and sends one request on each (`-www /`: without it the client hangs up before the
+#      server has read its Finished, and the server counts a failed handshake): full TLS 1.3
+#      handshakes with a client certificate, then resumed ones (TLS 1.2 session resumption:
+#      s_time's `-reuse` does not resume TLS 1.3). The route answers directly, so no upstream
+#      work is counted. The sidecar's CPU time per handshake comes from /proc: a per-core
+#      figure;
 #   2. the two-sidecar path: wrk -> sidecar A (plaintext in) -> mTLS -> sidecar B -> nginx,
 #      Skiff-Skiff against Envoy-Envoy, with A and B sharing CPU 0 and wrk and nginx on CPU 1;
 #      plus Skiff-Skiff without TLS, to show what mTLS costs.
@@ -73,8 +77,9 @@ hcm() { # stat prefix, cluster
           http_filters: [{name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]
 YAML
 }
-server_yaml() { # port tls(yes|no)
-  local tls=""
+server_yaml() { # port tls(yes|no) [direct]
+  local tls="" route="route: {cluster: app}"
+  [ "${3:-}" = direct ] && route="direct_response: {status: 200, body: {inline_string: ok}}"
   if [ "$2" = yes ]; then
     tls=$(cat <<YAML
       transport_socket:
@@ -99,7 +104,7 @@ static_resources:
     address: {socket_address: {address: 127.0.0.1, port_value: $1}}
     filter_chains:
     - filters:
-$(hcm inbound app)
+$(hcm inbound app | sed "s|route: {cluster: app}|$route|")
 $tls
   clusters:
   - name: app
@@ -154,14 +159,18 @@ results="$work/results"; : > "$results"
 for impl in skiff envoy; do
   bin=$skiff; [ "$impl" = envoy ] && bin=envoy
   port=$(free_port)
-  server_yaml "$port" yes > "$work/hs-$impl.yaml"
+  server_yaml "$port" yes direct > "$work/hs-$impl.yaml"
+  # s_time reads each answer to the end; Envoy would hold every connection open for its
+  # delayed_close_timeout (1 s) first, where Skiff closes at once.
+  [ "$impl" = envoy ] && sed -i 's/stat_prefix: inbound/stat_prefix: inbound\n          delayed_close_timeout: 0s/' "$work/hs-$impl.yaml"
   start "hs-$impl" "$bin" "$work/hs-$impl.yaml"; pid=$started
   wait_port "$port" || { cat "$work/hs-$impl.log"; exit 1; }
   sleep 1
   for mode in new reuse; do
+    version=-tls1_3; [ "$mode" = reuse ] && version=-tls1_2
     c0=$(cpu_ticks "$pid")
-    out=$(taskset -c 1 openssl s_time -connect "127.0.0.1:$port" -"$mode" -time "$DURATION" \
-      -cert "$work/ca/client/cert-chain.pem" -key "$work/ca/client/key.pem" \
+    out=$(taskset -c 1 openssl s_time -connect "127.0.0.1:$port" -"$mode" "$version" -www / \
+      -time "$DURATION" -cert "$work/ca/client/cert-chain.pem" -key "$work/ca/client/key.pem" \
       -CAfile "$work/ca/root-cert.pem" 2>/dev/null || true)
     c1=$(cpu_ticks "$pid")
     conns=$(awk '/connections in [0-9.]+ real seconds/ {print $1; exit}' <<<"$out")
@@ -214,7 +223,8 @@ def ratio(v, b):
     v, b = num(v), num(b)
     return "-" if v is None or b in (None, 0) else "%.2f" % (v / b)
 hs = {(r[1], r[2]): r for r in rows if r[0] == "handshake"}
-print("Handshakes on one server-side sidecar (openssl s_time, client certificate, TLS 1.3):")
+print("Handshakes on one server-side sidecar (openssl s_time -www /, client certificate;")
+print("new: full TLS 1.3 handshakes; reuse: TLS 1.2 session resumption):")
 print("| server | mode | connections | CPU us/handshake | handshakes/s per core | CPU ratio to Envoy |")
 print("|---|---|---|---|---|---|")
 for (impl, mode), r in sorted(hs.items()):
