@@ -15,7 +15,9 @@ use std::{
     time::Duration,
 };
 
-use support::{Nginx, PodProxy, TempDir, dev_ca, http_get, presented_leaf, sh, within_netns};
+use support::{
+    Nginx, PodProxy, TempDir, dev_ca, http_get, netns_pair, presented_leaf, sh, within_netns,
+};
 
 const CLIENT_ID: &str = "spiffe://cluster.local/ns/shop/sa/client";
 const SERVER_ID: &str = "spiffe://cluster.local/ns/shop/sa/server";
@@ -34,24 +36,12 @@ impl Mesh {
             a: format!("skiff-mtls-{id}-a"),
             b: format!("skiff-mtls-{id}-b"),
         };
-        let (va, vb) = (format!("sma{id}"), format!("smb{id}"));
-        sh(&["ip", "netns", "add", &m.a]);
-        sh(&["ip", "netns", "add", &m.b]);
-        sh(&[
-            "ip", "link", "add", &va, "type", "veth", "peer", "name", &vb,
-        ]);
-        sh(&["ip", "link", "set", &va, "netns", &m.a]);
-        sh(&["ip", "link", "set", &vb, "netns", &m.b]);
-        for (ns, dev, ips) in [
-            (&m.a, &va, &["10.252.0.1/24"][..]),
-            (&m.b, &vb, &["10.252.0.2/24", "10.252.0.3/24"][..]),
-        ] {
-            for ip in ips {
-                sh(&["ip", "-n", ns, "addr", "add", ip, "dev", dev]);
-            }
-            sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
-            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
-        }
+        netns_pair(
+            &m.a,
+            &m.b,
+            (&format!("sma{id}"), &["10.252.0.1/24"]),
+            (&format!("smb{id}"), &["10.252.0.2/24", "10.252.0.3/24"]),
+        );
         // Pod A: the workload's calls to B go to Skiff A (the proxy itself, uid 1337, is exempt).
         sh(&[
             "ip",

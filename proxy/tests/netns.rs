@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::{PodProxy, TCP_PROXY, sh, within_netns};
+use support::{PodProxy, TCP_PROXY, netns_pair, sh, within_netns};
 
 /// Runs a command and panics with its output when it fails.
 fn require_root_tools() {
@@ -50,32 +50,13 @@ impl Topology {
             remote: format!("skiff-l4-{id}-rem"),
         };
         let (va, vb) = (format!("skp{id}"), format!("skr{id}"));
-        sh(&["ip", "netns", "add", &t.pod]);
-        sh(&["ip", "netns", "add", &t.remote]);
-        sh(&[
-            "ip", "link", "add", &va, "type", "veth", "peer", "name", &vb,
-        ]);
-        sh(&["ip", "link", "set", &va, "netns", &t.pod]);
-        sh(&["ip", "link", "set", &vb, "netns", &t.remote]);
-        for (ns, dev, ip) in [
-            (&t.pod, &va, "10.251.0.1/24"),
-            (&t.remote, &vb, "10.251.0.2/24"),
-        ] {
-            sh(&["ip", "-n", ns, "addr", "add", ip, "dev", dev]);
-            sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
-            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
-        }
         // A second remote address, so exact-IP listeners can be told from wildcard ones.
-        sh(&[
-            "ip",
-            "-n",
+        netns_pair(
+            &t.pod,
             &t.remote,
-            "addr",
-            "add",
-            "10.251.0.3/24",
-            "dev",
-            &vb,
-        ]);
+            (&va, &["10.251.0.1/24"]),
+            (&vb, &["10.251.0.2/24", "10.251.0.3/24"]),
+        );
         // IPv6 too; `nodad` makes the addresses usable at once.
         for (ns, dev, ip) in [
             (&t.pod, &va, "fd00:251::1/64"),

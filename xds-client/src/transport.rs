@@ -217,9 +217,10 @@ pub fn spawn<S: Subscriber>(
         held_back: true,
     };
     let task = match task.config.protocol {
-        Protocol::Sotw => runtime.spawn(task.run(SotwClient::new(node, watches))),
+        Protocol::Sotw | Protocol::Secrets => {
+            runtime.spawn(task.run(SotwClient::new(node, watches)))
+        }
         Protocol::Delta => runtime.spawn(task.run(DeltaClient::new(node, watches))),
-        Protocol::Secrets => runtime.spawn(task.run(SecretsClient(SotwClient::new(node, watches)))),
     };
     Ok(AdsHandle { status, task })
 }
@@ -275,6 +276,7 @@ trait Variant: Send + 'static {
     fn response_type(response: &Self::Response) -> &str;
     fn open(
         channel: Channel,
+        protocol: Protocol,
         request: tonic::Request<ReceiverStream<Self::Request>>,
     ) -> impl Future<Output = Result<Streaming<Self::Response>, Status>> + Send;
 }
@@ -285,10 +287,6 @@ fn ads_client(channel: Channel) -> AggregatedDiscoveryServiceClient<Channel> {
         .max_decoding_message_size(MAX_RESPONSE_BYTES)
         .max_encoding_message_size(MAX_RESPONSE_BYTES)
 }
-
-/// The state of the world protocol on SDS's own service (`StreamSecrets`).
-#[derive(Debug)]
-struct SecretsClient(SotwClient);
 
 impl Variant for SotwClient {
     type Request = DiscoveryRequest;
@@ -329,59 +327,20 @@ impl Variant for SotwClient {
     }
     async fn open(
         channel: Channel,
+        protocol: Protocol,
         request: tonic::Request<ReceiverStream<DiscoveryRequest>>,
     ) -> Result<Streaming<DiscoveryResponse>, Status> {
+        if protocol == Protocol::Secrets {
+            // The same messages on SDS's own service.
+            let mut sds = SecretDiscoveryServiceClient::new(channel)
+                .max_decoding_message_size(MAX_RESPONSE_BYTES)
+                .max_encoding_message_size(MAX_RESPONSE_BYTES);
+            return Ok(sds.stream_secrets(request).await?.into_inner());
+        }
         Ok(ads_client(channel)
             .stream_aggregated_resources(request)
             .await?
             .into_inner())
-    }
-}
-
-impl Variant for SecretsClient {
-    type Request = DiscoveryRequest;
-    type Response = DiscoveryResponse;
-
-    fn start_stream(&mut self) -> Vec<DiscoveryRequest> {
-        self.0.start_stream()
-    }
-    fn on_disconnect(&mut self) {
-        self.0.on_disconnect();
-    }
-    fn handle<H: Handler>(
-        &mut self,
-        response: &DiscoveryResponse,
-        handler: &mut H,
-    ) -> Result<DiscoveryRequest, UnexpectedResponse> {
-        self.0.handle_response(response, handler)
-    }
-    fn set_names(
-        &mut self,
-        type_url: &str,
-        names: BTreeSet<String>,
-    ) -> Result<Option<DiscoveryRequest>, InvalidWatch> {
-        <SotwClient as Variant>::set_names(&mut self.0, type_url, names)
-    }
-    fn is_named(&self, type_url: &str) -> bool {
-        <SotwClient as Variant>::is_named(&self.0, type_url)
-    }
-    fn metrics(&self) -> &Metrics {
-        <SotwClient as Variant>::metrics(&self.0)
-    }
-    fn request_type(request: &DiscoveryRequest) -> &str {
-        &request.type_url
-    }
-    fn response_type(response: &DiscoveryResponse) -> &str {
-        &response.type_url
-    }
-    async fn open(
-        channel: Channel,
-        request: tonic::Request<ReceiverStream<DiscoveryRequest>>,
-    ) -> Result<Streaming<DiscoveryResponse>, Status> {
-        let mut client = SecretDiscoveryServiceClient::new(channel)
-            .max_decoding_message_size(MAX_RESPONSE_BYTES)
-            .max_encoding_message_size(MAX_RESPONSE_BYTES);
-        Ok(client.stream_secrets(request).await?.into_inner())
     }
 }
 
@@ -424,6 +383,7 @@ impl Variant for DeltaClient {
     }
     async fn open(
         channel: Channel,
+        _protocol: Protocol,
         request: tonic::Request<ReceiverStream<DeltaDiscoveryRequest>>,
     ) -> Result<Streaming<DeltaDiscoveryResponse>, Status> {
         Ok(ads_client(channel)
@@ -539,7 +499,7 @@ impl<S: Subscriber> Task<S> {
         if let Err(end) = self.release::<V>(&mut held, &progress, &tx).await {
             return end;
         }
-        let mut responses = match V::open(channel, request).await {
+        let mut responses = match V::open(channel, self.config.protocol, request).await {
             Ok(responses) => responses,
             Err(status) => return StreamEnd::Status(status),
         };

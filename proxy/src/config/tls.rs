@@ -277,7 +277,7 @@ impl UpstreamTls {
             auto_sni_san_validation,
             allow_renegotiation,
             max_session_keys: _, // rustls keeps its own bounded session cache
-            enforce_rsa_key_usage: _, // webpki always checks the key usage it needs
+            enforce_rsa_key_usage,
         } = t;
         reject_unsupported!(
             ctx,
@@ -286,6 +286,14 @@ impl UpstreamTls {
             auto_sni_san_validation,
             allow_renegotiation
         );
+        if enforce_rsa_key_usage.as_ref().is_some_and(|b| b.value) {
+            // rustls/webpki do not check the key usage bits of an RSA server certificate.
+            ctx.warn(
+                &path.field("enforce_rsa_key_usage"),
+                "not enforced by Skiff: the key usage bits of RSA server certificates are not \
+                 checked",
+            );
+        }
         // Envoy's client default stops at TLS 1.2; Istio sets 1.3 explicitly.
         let common = TlsCommon::convert(
             ctx,
@@ -640,15 +648,17 @@ fn secret_ref(ctx: &mut Ctx, path: &Path, s: &SdsSecretConfig) -> Option<SecretR
 }
 
 /// The `ConfigSource` of a secret: `ads: {}`, or a gRPC `api_config_source` naming one cluster
-/// (Istio's `sds-grpc`). The initial fetch timeout is not used: a connection that needs a
-/// secret not yet delivered fails its handshake and is counted.
+/// (Istio's `sds-grpc`). Its initial fetch timeout is not read: listeners and clusters from
+/// LDS/CDS wait for their secrets for at most the default 15 s whatever it says (Istio's `0s`,
+/// for ever, included), then serve and fail the handshakes that need the missing secret,
+/// counted as `ssl.no_certificate`.
 fn sds_source(ctx: &mut Ctx, path: &Path, c: &ConfigSource) -> Option<SecretSource> {
     use envoy_types::pb::envoy::config::core::v3::{
         ApiConfigSource, api_config_source::ApiType, grpc_service::TargetSpecifier,
     };
     let ConfigSource {
         authorities,
-        initial_fetch_timeout: _, // see above
+        initial_fetch_timeout: _, // see above: warming waits the default time
         resource_api_version: _,  // V3 is the only one there is
         config_source_specifier,
     } = c;

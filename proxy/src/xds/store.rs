@@ -633,28 +633,8 @@ impl Store {
         self.ensure_sds();
         let now = Instant::now();
         // What still waits for its secrets (computed first: the loops below borrow mutably).
-        let waiting =
-            |since: &Instant| now.duration_since(*since) < config::DEFAULT_INITIAL_FETCH_TIMEOUT;
-        let blocked_clusters: BTreeSet<String> = self
-            .clusters
-            .iter()
-            .filter(|(_, s)| {
-                s.warming.as_ref().is_some_and(|(v, since)| {
-                    waiting(since) && !v.value.secrets().all(|r| self.secret_ready(r))
-                })
-            })
-            .map(|(n, _)| n.clone())
-            .collect();
-        let blocked_listeners: BTreeSet<String> = self
-            .listeners
-            .iter()
-            .filter(|(_, s)| {
-                s.warming.as_ref().is_some_and(|(v, since)| {
-                    waiting(since) && !v.value.secrets().all(|r| self.secret_ready(r))
-                })
-            })
-            .map(|(n, _)| n.clone())
-            .collect();
+        let blocked_clusters = self.waiting_for_secrets(&self.clusters, now);
+        let blocked_listeners = self.waiting_for_secrets(&self.listeners, now);
         for (name, slot) in &mut self.clusters {
             let Some((v, since)) = &slot.warming else {
                 continue;
@@ -695,6 +675,25 @@ impl Store {
                 slot.active = slot.warming.take().map(|(v, _)| v);
             }
         }
+    }
+
+    /// The warming resources of `slots` still waiting for a secret (for at most the default
+    /// initial fetch timeout).
+    fn waiting_for_secrets<T: NamesSecrets>(
+        &self,
+        slots: &BTreeMap<String, Slot<Arc<T>>>,
+        now: Instant,
+    ) -> BTreeSet<String> {
+        slots
+            .iter()
+            .filter(|(_, s)| {
+                s.warming.as_ref().is_some_and(|(v, since)| {
+                    now.duration_since(*since) < config::DEFAULT_INITIAL_FETCH_TIMEOUT
+                        && !v.value.secret_refs().all(|r| self.secret_ready(r))
+                })
+            })
+            .map(|(n, _)| n.clone())
+            .collect()
     }
 
     /// Whether a secret a warming resource names is there to use, as Envoy warms listeners and
@@ -868,5 +867,22 @@ pub async fn warming_timer(shared: Shared) {
             .lock()
             .expect("the xDS store lock is never poisoned")
             .tick();
+    }
+}
+
+/// Listeners and clusters name secrets alike.
+trait NamesSecrets {
+    fn secret_refs(&self) -> Box<dyn Iterator<Item = &config::SecretRef> + '_>;
+}
+
+impl NamesSecrets for config::Listener {
+    fn secret_refs(&self) -> Box<dyn Iterator<Item = &config::SecretRef> + '_> {
+        Box::new(self.secrets())
+    }
+}
+
+impl NamesSecrets for config::Cluster {
+    fn secret_refs(&self) -> Box<dyn Iterator<Item = &config::SecretRef> + '_> {
+        Box::new(self.secrets())
     }
 }

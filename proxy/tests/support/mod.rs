@@ -753,3 +753,27 @@ pub fn presented_leaf(server: SocketAddr, client: Option<&Path>) -> String {
     let end = text[start..].find("-----END CERTIFICATE-----").unwrap() + start;
     text[start..end + "-----END CERTIFICATE-----".len()].to_string()
 }
+
+/// Two network namespaces joined by a veth pair (`dev_a` in `a`, `dev_b` in `b`), with these
+/// addresses and loopback up. The caller deletes them (`ip netns del`).
+pub fn netns_pair(
+    a: &str,
+    b: &str,
+    (dev_a, ips_a): (&str, &[&str]),
+    (dev_b, ips_b): (&str, &[&str]),
+) {
+    sh(&["ip", "netns", "add", a]);
+    sh(&["ip", "netns", "add", b]);
+    sh(&[
+        "ip", "link", "add", dev_a, "type", "veth", "peer", "name", dev_b,
+    ]);
+    sh(&["ip", "link", "set", dev_a, "netns", a]);
+    sh(&["ip", "link", "set", dev_b, "netns", b]);
+    for (ns, dev, ips) in [(a, dev_a, ips_a), (b, dev_b, ips_b)] {
+        for ip in ips {
+            sh(&["ip", "-n", ns, "addr", "add", ip, "dev", dev]);
+        }
+        sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
+        sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+    }
+}
