@@ -462,6 +462,7 @@ async fn serve(
                 sent = outcome.transferred.sent_upstream,
                 received = outcome.transferred.sent_downstream,
                 flag = ?outcome.flag.map(ResponseFlag::short),
+                peer = ?peer.as_ref().and_then(|p| p.spiffe_id.as_deref()),
                 "tcp connection done"
             );
         }

@@ -572,3 +572,142 @@ static_resources:
     }
     assert!(proxy.logs("certificate files reloaded"), "{}", proxy.log());
 }
+
+/// Istio's PERMISSIVE port: one listener takes mTLS (a `transport_protocol: tls` chain) and
+/// plaintext (a `raw_buffer` chain) alike. Opaque TCP rides mTLS end to end: Skiff A
+/// (tcp_proxy, TLS origination) to Skiff B (TLS termination, tcp_proxy), with half-close and a
+/// payload large enough to need many TLS records each way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permissive_port_and_opaque_tcp_over_mtls() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = TempDir::new("permissive");
+    let ca = dir.path("ca");
+    dev_ca(&ca, &[&format!("a={CLIENT_ID}"), &format!("b={SERVER_ID}")]);
+    let (echo, plain) = (
+        support::echo_server().await,
+        support::named_server("plaintext chain").await,
+    );
+    let secrets = |w: &str| {
+        let f = |n: &str| ca.join(w).join(n).display().to_string();
+        format!(
+            "  secrets:\n  - name: default\n    tls_certificate: {{certificate_chain: {{filename: \"{}\"}}, private_key: {{filename: \"{}\"}}}}\n  - name: ROOTCA\n    validation_context: {{trusted_ca: {{filename: \"{}\"}}}}\n",
+            f("cert-chain.pem"),
+            f("key.pem"),
+            f("root-cert.pem")
+        )
+    };
+    let tcp = |cluster: &str| {
+        format!(
+            "[{{name: envoy.filters.network.tcp_proxy, typed_config: {{\"@type\": {}, stat_prefix: {cluster}, cluster: {cluster}}}}}]",
+            support::TCP_PROXY
+        )
+    };
+    let b = support::Proxy::start(&format!(
+        r#"
+static_resources:
+  listeners:
+  - name: inbound
+    address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
+    listener_filters:
+    - {{name: envoy.filters.listener.tls_inspector, typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector}}}}
+    filter_chains:
+    - filter_chain_match: {{transport_protocol: tls}}
+      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          require_client_certificate: true
+          common_tls_context:
+            alpn_protocols: [istio-peer-exchange, istio]
+            tls_certificate_sds_secret_configs: [{{name: default}}]
+            combined_validation_context:
+              default_validation_context: {{match_subject_alt_names: [{{prefix: "spiffe://cluster.local/"}}]}}
+              validation_context_sds_secret_config: {{name: ROOTCA}}
+      filters: {mtls}
+    - filter_chain_match: {{transport_protocol: raw_buffer}}
+      filters: {plaintext}
+  clusters:
+{echo_cluster}{plain_cluster}{secrets}"#,
+        mtls = tcp("echo"),
+        plaintext = tcp("plain"),
+        echo_cluster = support::static_cluster("echo", &[echo], ""),
+        plain_cluster = support::static_cluster("plain", &[plain], ""),
+        secrets = secrets("b"),
+    ));
+    let inbound = b.listener("inbound");
+    let a = support::Proxy::start(&format!(
+        r#"
+static_resources:
+  listeners:
+  - name: outbound
+    address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
+    filter_chains:
+    - filters: {to_b}
+  clusters:
+  - name: b
+    connect_timeout: 2s
+    load_assignment: {{cluster_name: b, endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}}}}}]}}]}}
+    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: outbound_.9000_._.b.shop.svc.cluster.local
+        common_tls_context:
+          alpn_protocols: [istio-peer-exchange, istio]
+          tls_certificate_sds_secret_configs: [{{name: default}}]
+          combined_validation_context:
+            default_validation_context: {{match_subject_alt_names: [{{exact: "{SERVER_ID}"}}]}}
+            validation_context_sds_secret_config: {{name: ROOTCA}}
+{secrets}"#,
+        to_b = tcp("b"),
+        port = inbound.port(),
+        secrets = secrets("a"),
+    ));
+
+    // Opaque bytes through A and B over mTLS: 1 MiB each way, then a half-close.
+    let mut s = tokio::net::TcpStream::connect(a.listener("outbound"))
+        .await
+        .unwrap();
+    let payload: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let (mut r, mut w) = s.split();
+    let sent = payload.clone();
+    let (wrote, back) = tokio::join!(
+        async move {
+            w.write_all(&sent).await.unwrap();
+            w.shutdown().await.unwrap();
+        },
+        async move {
+            let mut back = Vec::new();
+            tokio::time::timeout(Duration::from_secs(20), r.read_to_end(&mut back))
+                .await
+                .expect("the echo ends after the half-close")
+                .unwrap();
+            back
+        }
+    );
+    let () = wrote;
+    assert_eq!(back.len(), payload.len(), "{}", b.log());
+    assert!(back == payload, "the echo differs");
+    let stat = |p: &support::Proxy, name: &str| -> u64 {
+        let (_, stats) = http_get(p.admin, "/stats").unwrap();
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(": ")?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name}"))
+    };
+    assert_eq!(stat(&a, "skiff.tls.upstream.ssl.handshake"), 1);
+    assert_eq!(stat(&b, "skiff.tls.downstream.ssl.handshake"), 1);
+    assert!(
+        b.logs(&format!("peer=Some(\"{CLIENT_ID}\")")),
+        "B logs the peer's SPIFFE ID: {}",
+        b.log()
+    );
+
+    // Plaintext on the same port: the raw_buffer chain (PERMISSIVE), no TLS counted. The
+    // client speaks first, as the TLS inspector waits for its first bytes.
+    let mut p = tokio::net::TcpStream::connect(inbound).await.unwrap();
+    p.write_all(b"hello\n").await.unwrap();
+    assert_eq!(support::read_line(&mut p).await, "plaintext chain");
+    assert_eq!(support::read_line(&mut p).await, "hello");
+    assert_eq!(stat(&b, "skiff.tls.downstream.ssl.connection_error"), 0);
+}
