@@ -163,10 +163,33 @@ fn app() -> Nginx {
     let root = TempDir::new("www");
     let nginx = Nginx::start(
         &root.0,
-        "location / { default_type text/plain; return 200 \"xfcc=$http_x_forwarded_client_cert\\n\"; }",
+        "location / { default_type text/plain; return 200 \"xfcc=$http_x_forwarded_client_cert xfp=$http_x_forwarded_proto\\n\"; }",
     );
     std::mem::forget(root);
     nginx
+}
+
+/// One HTTP/1.1 GET over TLS with `workload`'s certificate (`openssl s_client`): the reply.
+fn tls_get(addr: SocketAddr, workload: &Path) -> String {
+    use std::io::Write;
+    let mut child = Command::new("openssl")
+        .args(["s_client", "-quiet", "-connect", &addr.to_string()])
+        .arg("-cert")
+        .arg(workload.join("cert-chain.pem"))
+        .arg("-key")
+        .arg(workload.join("key.pem"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl is not installed (apt-get install openssl)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"GET / HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).into_owned()
 }
 
 fn get(via: &Proxy) -> (u16, String) {
@@ -223,7 +246,15 @@ fn envoy_client_to_skiff_server_and_skiff_client_to_envoy_server() {
 
     // The same client certificate through either server: the app sees the same header,
     // byte for byte (By, Hash, Subject, URI in Envoy's order and format).
-    assert_eq!(via_skiff, via_envoy, "x-forwarded-client-cert differs");
+    assert_eq!(
+        via_skiff, via_envoy,
+        "x-forwarded-client-cert or x-forwarded-proto differs"
+    );
+    // A TLS client without x-forwarded-proto: both servers set https.
+    for (server, name) in [(&skiff_server, "skiff"), (&envoy_server, "envoy")] {
+        let body = tls_get(server.listener("inbound"), &client);
+        assert!(body.contains("xfp=https"), "{name}: {body}");
+    }
     assert!(
         via_envoy.starts_with(&format!("xfcc=By={SERVER_ID};Hash=")),
         "{via_envoy}"

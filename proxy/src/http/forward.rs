@@ -229,6 +229,8 @@ fn prepare_request_headers(h: &mut HeaderMap, conn: &ConnInfo, mgr: &HttpManager
     forwarded_client_cert(h, conn, config.xfcc);
     headers::strip_envoy_internal(h);
     let client = crate::config::canonical(conn.client.ip());
+    // The downstream connection's scheme, as Envoy sets it: https over TLS.
+    let scheme = HeaderValue::from_static(if conn.tls.is_some() { "https" } else { "http" });
     if config.use_remote_address {
         // The client as Envoy trusts it: the peer, or with trusted hops in front, the entry
         // that many places from the right of the x-forwarded-for received.
@@ -245,7 +247,7 @@ fn prepare_request_headers(h: &mut HeaderMap, conn: &ConnInfo, mgr: &HttpManager
             };
             headers::append_xff(h, shown);
         }
-        h.insert(headers::X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        h.insert(headers::X_FORWARDED_PROTO, scheme);
         if let Ok(v) = HeaderValue::from_str(&trusted.to_string()) {
             h.insert(headers::X_ENVOY_EXTERNAL_ADDRESS, v);
         }
@@ -253,7 +255,7 @@ fn prepare_request_headers(h: &mut HeaderMap, conn: &ConnInfo, mgr: &HttpManager
             h.insert(X_REQUEST_ID, headers::request_id());
         }
     } else if !h.contains_key(headers::X_FORWARDED_PROTO) {
-        h.insert(headers::X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        h.insert(headers::X_FORWARDED_PROTO, scheme);
     }
     if config.generate_request_id && !h.contains_key(X_REQUEST_ID) {
         h.insert(X_REQUEST_ID, headers::request_id());
