@@ -65,17 +65,6 @@ impl Certs {
     }
 }
 
-/// `static_resources.secrets` for a workload directory in Istio's layout.
-fn secrets(dir: &Path) -> String {
-    let f = |n: &str| dir.join(n).display().to_string();
-    format!(
-        "  secrets:\n  - name: default\n    tls_certificate: {{certificate_chain: {{filename: \"{}\"}}, private_key: {{filename: \"{}\"}}}}\n  - name: ROOTCA\n    validation_context: {{trusted_ca: {{filename: \"{}\"}}}}\n",
-        f("cert-chain.pem"),
-        f("key.pem"),
-        f("root-cert.pem"),
-    )
-}
-
 /// The server side: Istio's inbound mTLS chain (STRICT) in front of `app`, adding
 /// `x-forwarded-client-cert` as Istio's sidecar does.
 fn server_bootstrap(workload: &Path, app: SocketAddr) -> String {
@@ -114,7 +103,7 @@ fn server_bootstrap(workload: &Path, app: SocketAddr) -> String {
   clusters:
 {app}{secrets}"#,
         app = static_cluster("app", &[app], ""),
-        secrets = secrets(workload),
+        secrets = static_secrets(workload),
     )
 }
 
@@ -154,7 +143,7 @@ fn client_bootstrap(workload: &Path, server: SocketAddr, san: &str) -> String {
             validation_context_sds_secret_config: {{name: ROOTCA}}
 {secrets}"#,
         port = server.port(),
-        secrets = secrets(workload),
+        secrets = static_secrets(workload),
     )
 }
 
@@ -335,7 +324,7 @@ fn istio_alpn_picks_the_http_chain_of_an_envoy_server() {
             "direct_response: {status: 200, body: {inline_string: \"peer-exchange chain\\n\"}}"
         ),
         app = static_cluster("app", &[app.addr], ""),
-        secrets = secrets(&server),
+        secrets = static_secrets(&server),
     ));
     let client_yaml = |with_filter: bool| {
         let alpn_filter = "{name: istio.alpn, typed_config: {\"@type\": type.googleapis.com/istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig, alpn_override: [{upstream_protocol: HTTP10, alpn_override: [istio-http/1.0, istio, http/1.0]}, {upstream_protocol: HTTP11, alpn_override: [istio-http/1.1, istio, http/1.1]}, {upstream_protocol: HTTP2, alpn_override: [istio-h2, istio, h2]}]}}, ";

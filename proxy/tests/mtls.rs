@@ -587,15 +587,6 @@ async fn permissive_port_and_opaque_tcp_over_mtls() {
         support::echo_server().await,
         support::named_server("plaintext chain").await,
     );
-    let secrets = |w: &str| {
-        let f = |n: &str| ca.join(w).join(n).display().to_string();
-        format!(
-            "  secrets:\n  - name: default\n    tls_certificate: {{certificate_chain: {{filename: \"{}\"}}, private_key: {{filename: \"{}\"}}}}\n  - name: ROOTCA\n    validation_context: {{trusted_ca: {{filename: \"{}\"}}}}\n",
-            f("cert-chain.pem"),
-            f("key.pem"),
-            f("root-cert.pem")
-        )
-    };
     let tcp = |cluster: &str| {
         format!(
             "[{{name: envoy.filters.network.tcp_proxy, typed_config: {{\"@type\": {}, stat_prefix: {cluster}, cluster: {cluster}}}}}]",
@@ -632,7 +623,7 @@ static_resources:
         plaintext = tcp("plain"),
         echo_cluster = support::static_cluster("echo", &[echo], ""),
         plain_cluster = support::static_cluster("plain", &[plain], ""),
-        secrets = secrets("b"),
+        secrets = support::static_secrets(&ca.join("b")),
     ));
     let inbound = b.listener("inbound");
     let a = support::Proxy::start(&format!(
@@ -661,7 +652,7 @@ static_resources:
 {secrets}"#,
         to_b = tcp("b"),
         port = inbound.port(),
-        secrets = secrets("a"),
+        secrets = support::static_secrets(&ca.join("a")),
     ));
 
     // Opaque bytes through A and B over mTLS: 1 MiB each way, then a half-close.

@@ -777,3 +777,14 @@ pub fn netns_pair(
         sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
     }
 }
+
+/// `static_resources.secrets` for a workload directory in Istio's layout.
+pub fn static_secrets(dir: &Path) -> String {
+    let f = |n: &str| dir.join(n).display().to_string();
+    format!(
+        "  secrets:\n  - name: default\n    tls_certificate: {{certificate_chain: {{filename: \"{}\"}}, private_key: {{filename: \"{}\"}}}}\n  - name: ROOTCA\n    validation_context: {{trusted_ca: {{filename: \"{}\"}}}}\n",
+        f("cert-chain.pem"),
+        f("key.pem"),
+        f("root-cert.pem"),
+    )
+}
